@@ -1,0 +1,1 @@
+"""Thin click commands: parse options, call pure functions, print, map errors to exit codes."""

@@ -1,0 +1,36 @@
+"""What every command shares: one-line errors with distinct exit codes."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, TypeVar
+
+import click
+
+from ..errors import VMSubmitError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(prog: str, error: VMSubmitError) -> None:
+    """Print ``prog: error: FILE:LINE: message`` on stderr and exit with the error's code."""
+    click.echo(f"{prog}: error: {error.one_line()}", err=True)
+    sys.exit(error.exit_code)
+
+
+def reports_errors(function: F) -> F:
+    """Turn a :class:`VMSubmitError` raised by a command into one line and its exit code."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except VMSubmitError as error:
+            fail(click.get_current_context().find_root().info_name or "condor_vmsubmit", error)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# HTCondor users type single-dash long options (-name, -pool, -dry-run); accept both.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help", "-help"]}

@@ -1,0 +1,74 @@
+"""A readable summary of a :class:`VMSpec` for people, rendered with rich."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+
+from ..spec import VMSpec
+from ..units import human_bytes
+
+
+def render(spec: VMSpec, console: Console) -> None:
+    """Print the spec as a panel of facts and tables of disks, NICs and shared folders."""
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    vcpus = str(spec.vcpus)
+    if spec.vcpus_current is not None and spec.vcpus_current != spec.vcpus:
+        vcpus += f" (current {spec.vcpus_current})"
+    rows = [
+        ("source", f"{spec.source_format}: {spec.source_path or '-'}"),
+        ("vcpus", vcpus),
+        ("memory", f"{human_bytes(spec.memory_bytes)} ({spec.memory_bytes} bytes)"),
+        ("firmware", spec.firmware),
+        ("hypervisor", spec.hypervisor or "any"),
+    ]
+    if spec.arch or spec.machine:
+        rows.append(("machine", " ".join(filter(None, (spec.arch, spec.machine)))))
+    if spec.kernel_boot:
+        rows.append(("kernel", spec.kernel_boot.kernel))
+        if spec.kernel_boot.initrd:
+            rows.append(("initrd", spec.kernel_boot.initrd))
+        if spec.kernel_boot.cmdline:
+            rows.append(("cmdline", spec.kernel_boot.cmdline))
+    if spec.consoles:
+        rows.append(("consoles", ", ".join(c.kind + (f" ({c.target})" if c.target else "") for c in spec.consoles)))
+    for key, value in spec.extras.items():
+        rows.append((key, value))
+    for key, value in rows:
+        facts.add_row(key, value)
+    parts: list = [facts]
+
+    if spec.disks:
+        disks = Table(title="disks", title_justify="left", expand=False)
+        for column in ("device", "bus", "format", "capacity", "ro", "source"):
+            disks.add_column(column)
+        for disk in spec.disks:
+            capacity = human_bytes(disk.capacity_bytes) if disk.capacity_bytes is not None else "-"
+            source = disk.source or "-"
+            if disk.source_type != "file":
+                source = f"[{disk.source_type}] {source}"
+            disks.add_row(disk.device, disk.bus or "-", disk.format or "-", capacity,
+                          "yes" if disk.readonly else "", source)
+        parts.append(disks)
+    if spec.nics:
+        nics = Table(title="network interfaces", title_justify="left")
+        for column in ("model", "mac", "attached to", "link"):
+            nics.add_column(column)
+        for nic in spec.nics:
+            attached = nic.network_kind + (f": {nic.network}" if nic.network else "")
+            link = "[red]down[/red]" if nic.link == "down" else "up"
+            nics.add_row(nic.model or "-", nic.mac or "-", attached, link)
+        parts.append(nics)
+    if spec.shared_folders:
+        shares = Table(title="shared folders", title_justify="left")
+        for column in ("source", "mount tag", "driver", "ro"):
+            shares.add_column(column)
+        for share in spec.shared_folders:
+            shares.add_row(share.source, share.target, share.driver or "-", "yes" if share.readonly else "")
+        parts.append(shares)
+    if spec.warnings:
+        parts.append("\n".join(f"[yellow]warning:[/yellow] {w}" for w in spec.warnings))
+    console.print(Panel(Group(*parts), title=f"[bold]{spec.name}[/bold]", expand=False))

@@ -1,0 +1,65 @@
+"""Errors the tools report as one clear line, each kind with its own exit code.
+
+Exit codes (documented in docs/exit-codes.md):
+
+* 1 -- submission failed (schedd unreachable, permission denied, job rejected)
+* 2 -- command-line usage error (click's own code)
+* 3 -- the input file is unreadable or malformed
+* 4 -- the input is refused as unsafe (entity expansion, escaping paths, backing files ...)
+* 5 -- the admin policy rejected the VM
+* 6 -- the chosen target cannot express the VM and ``--strict`` was given
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VMSubmitError(Exception):
+    """Base class: a message meant for the user and the process exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None):
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        """``FILE:LINE: message`` (parts omitted when unknown), never more than one line."""
+        where = self.path or ""
+        if where and self.line:
+            where = f"{where}:{self.line}"
+        text = " ".join(self.message.split())
+        return f"{where}: {text}" if where else text
+
+
+class SubmitError(VMSubmitError):
+    """Talking to the schedd failed or the job was rejected."""
+
+    exit_code = 1
+
+
+class InputError(VMSubmitError):
+    """The input file cannot be read or is not a valid description."""
+
+    exit_code = 3
+
+
+class UnsafeInputError(VMSubmitError):
+    """The input is refused because using it would be unsafe."""
+
+    exit_code = 4
+
+
+class PolicyRejected(VMSubmitError):
+    """The admin policy refused the VM."""
+
+    exit_code = 5
+
+
+class TargetError(VMSubmitError):
+    """The target cannot express the VM (raised under ``--strict``)."""
+
+    exit_code = 6

@@ -1,0 +1,292 @@
+"""libvirt domain XML -> :class:`VMSpec`.
+
+Reads what libvirt's own parser reads, with libvirt's defaults: memory units and
+KiB rounding (``virDomainParseMemory``), NUMA-derived memory, ``<vcpu>`` maximum and
+current, the disk bus inferred from the target name, firmware auto-selection and
+pflash loaders.  Nothing here touches a hypervisor; the runner decides what of the
+user's XML may reach one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from ..errors import InputError
+from ..spec import Console, Disk, KernelBoot, Nic, SharedFolder, VMSpec
+from ..units import UnitError, libvirt_bytes
+from ..xmlsafe import parse_file
+
+RNG_PATH = Path("/usr/share/libvirt/schemas/domain.rng")
+
+# libvirt: when <target bus> is absent the bus follows the target name's prefix.
+_BUS_BY_PREFIX = (("hd", "ide"), ("sd", "scsi"), ("vd", "virtio"), ("xvd", "xen"), ("ubd", "uml"))
+
+# Where each libvirt disk type keeps its source.
+_DISK_SOURCE_ATTR = {"file": "file", "block": "dev", "dir": "dir", "vhostuser": "path"}
+
+
+def load(path: str | Path, *, validate: bool = False, **_options: Any) -> VMSpec:
+    """Read the domain XML at ``path``; with ``validate``, check it against libvirt's RelaxNG first."""
+    root = parse_file(path)
+    if validate:
+        validate_rng(root, path)
+    return spec_from_domain(root, path)
+
+
+def spec_from_domain(root: etree._Element, path: str | Path) -> VMSpec:
+    """Build the spec from a parsed ``<domain>`` element."""
+    if root.tag != "domain":
+        raise InputError(f"root element is <{etree.QName(root).localname}>, expected a libvirt <domain>",
+                         path=path, line=root.sourceline)
+    warnings: list[str] = []
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        name = Path(path).stem
+        warnings.append(f"<name> missing; using '{name}'")
+    os_element = root.find("os")
+    devices = root.find("devices")
+    device_list = list(devices) if devices is not None else []
+    vcpus, vcpus_current = _vcpus(root, path)
+    return VMSpec(
+        source_format="libvirt",
+        name=name,
+        vcpus=vcpus,
+        vcpus_current=vcpus_current,
+        memory_bytes=_memory_bytes(root, device_list, path),
+        firmware=_firmware(os_element),
+        hypervisor=root.get("type"),
+        arch=_os_type_attr(os_element, "arch"),
+        machine=_os_type_attr(os_element, "machine"),
+        kernel_boot=_kernel_boot(os_element),
+        disks=tuple(_disk(d, path) for d in device_list if d.tag == "disk"),
+        nics=tuple(_nic(i) for i in device_list if i.tag == "interface"),
+        shared_folders=tuple(_shared_folder(f) for f in device_list if f.tag == "filesystem"),
+        consoles=tuple(_console(c) for c in device_list if c.tag in ("serial", "console")),
+        extras=_extras(root, os_element),
+        source_path=str(path),
+        warnings=tuple(warnings),
+    )
+
+
+def _scaled(element: etree._Element, path: str | Path, attribute: str | None = None) -> int:
+    """KiB of a libvirt size element (or attribute) rounded up as libvirt does, in bytes."""
+    text = element.get(attribute) if attribute else element.text
+    try:
+        size = libvirt_bytes(text or "", element.get("unit"))
+    except UnitError as exc:
+        raise InputError(f"<{element.tag}>: {exc}", path=path, line=element.sourceline) from None
+    return -(-size // 1024) * 1024
+
+
+def _memory_bytes(root: etree._Element, device_list: list[etree._Element], path: str | Path) -> int:
+    """Total guest memory as libvirt computes it (virDomainDefPostParseMemory).
+
+    ``<memory>`` when given; otherwise the sum of the NUMA cells plus hot-plugged
+    ``<memory>`` devices.
+    """
+    memory = root.find("memory")
+    total = _scaled(memory, path) if memory is not None and (memory.text or "").strip() else 0
+    if total:
+        return total
+    cells = root.findall("cpu/numa/cell")
+    numa = sum(_scaled(cell, path, "memory") for cell in cells if cell.get("memory"))
+    if numa:
+        hotplug = sum(_scaled(size, path) for dev in device_list if dev.tag == "memory"
+                      for size in dev.findall("target/size"))
+        return numa + hotplug
+    raise InputError("no guest memory: give <memory> or NUMA cells with memory",
+                     path=path, line=root.sourceline)
+
+
+def _vcpus(root: etree._Element, path: str | Path) -> tuple[int, int | None]:
+    """``(maximum, current)`` vCPUs; current is None when it equals the maximum."""
+    vcpu = root.find("vcpu")
+    if vcpu is None or not (vcpu.text or "").strip():
+        enabled = root.findall("vcpus/vcpu")
+        if enabled:
+            current = sum(1 for v in enabled if v.get("enabled", "yes") == "yes")
+            return len(enabled), (current if current != len(enabled) else None)
+        return 1, None
+    maximum = _positive_int(vcpu.text, vcpu, path)
+    current_text = vcpu.get("current")
+    current = _positive_int(current_text, vcpu, path) if current_text else None
+    return maximum, (current if current != maximum else None)
+
+
+def _positive_int(text: str | None, element: etree._Element, path: str | Path) -> int:
+    value = (text or "").strip()
+    if not value.isdigit() or int(value) == 0:
+        raise InputError(f"<{element.tag}>: '{value}' is not a positive whole number",
+                         path=path, line=element.sourceline)
+    return int(value)
+
+
+def _firmware(os_element: etree._Element | None) -> str:
+    """``efi`` for ``<os firmware='efi'>`` or a pflash loader, else ``bios``."""
+    if os_element is None:
+        return "bios"
+    if os_element.get("firmware") == "efi":
+        return "efi"
+    loader = os_element.find("loader")
+    if loader is not None and loader.get("type") == "pflash":
+        return "efi"
+    return "bios"
+
+
+def _os_type_attr(os_element: etree._Element | None, attribute: str) -> str | None:
+    os_type = os_element.find("type") if os_element is not None else None
+    return os_type.get(attribute) if os_type is not None else None
+
+
+def _kernel_boot(os_element: etree._Element | None) -> KernelBoot | None:
+    if os_element is None:
+        return None
+    kernel = (os_element.findtext("kernel") or "").strip()
+    if not kernel:
+        return None
+    return KernelBoot(kernel=kernel,
+                      initrd=(os_element.findtext("initrd") or "").strip() or None,
+                      cmdline=os_element.findtext("cmdline"))
+
+
+def _disk(element: etree._Element, path: str | Path) -> Disk:
+    device = element.get("device", "disk")
+    if device not in ("disk", "cdrom", "floppy", "lun"):
+        raise InputError(f"<disk device='{device}'> is not disk, cdrom, floppy or lun",
+                         path=path, line=element.sourceline)
+    source_type = element.get("type", "file")
+    target = element.find("target")
+    target_dev = target.get("dev") if target is not None else None
+    driver = element.find("driver")
+    return Disk(
+        device=device,
+        bus=_disk_bus(device, target, target_dev),
+        format=driver.get("type") if driver is not None else None,
+        source=_disk_source(element.find("source"), source_type),
+        source_type=source_type,
+        readonly=element.find("readonly") is not None,
+        target=target_dev,
+        backing=_backing_source(element),
+    )
+
+
+def _disk_bus(device: str, target: etree._Element | None, target_dev: str | None) -> str:
+    bus = target.get("bus") if target is not None else None
+    if bus:
+        return bus
+    if device == "floppy":
+        return "fdc"
+    for prefix, inferred in _BUS_BY_PREFIX:
+        if target_dev and target_dev.startswith(prefix):
+            return inferred
+    return "ide"
+
+
+def _disk_source(source: etree._Element | None, source_type: str) -> str | None:
+    """A one-string description of a disk source of any libvirt type."""
+    if source is None:
+        return None
+    if source_type in _DISK_SOURCE_ATTR:
+        return source.get(_DISK_SOURCE_ATTR[source_type])
+    if source_type == "network":
+        host = source.find("host")
+        where = ""
+        if host is not None:
+            where = host.get("name") or host.get("socket") or ""
+            if host.get("port"):
+                where += f":{host.get('port')}"
+        return f"{source.get('protocol', 'network')}://{where}/{source.get('name', '')}"
+    if source_type == "volume":
+        return f"{source.get('pool', '')}/{source.get('volume', '')}"
+    if source_type == "nvme":
+        address = source.find("address")
+        pci = ":".join(address.get(k, "") for k in ("domain", "bus", "slot", "function")) if address is not None else ""
+        return f"nvme://{pci}/{source.get('namespace', '1')}"
+    return None
+
+
+def _backing_source(element: etree._Element) -> str | None:
+    backing = element.find("backingStore")
+    if backing is None or backing.find("source") is None:
+        return None
+    return _disk_source(backing.find("source"), backing.get("type", "file")) or "(unnamed)"
+
+
+def _nic(element: etree._Element) -> Nic:
+    kind = element.get("type", "user")
+    source = element.find("source")
+    network = None
+    if source is not None:
+        network = (source.get("network") or source.get("bridge") or source.get("dev")
+                   or source.get("name") or source.get("path") or source.get("address"))
+    mac = element.find("mac")
+    model = element.find("model")
+    link = element.find("link")
+    return Nic(
+        model=model.get("type") if model is not None else None,
+        mac=mac.get("address", "").lower() or None if mac is not None else None,
+        network=network,
+        network_kind=kind,
+        link="down" if link is not None and link.get("state") == "down" else "up",
+    )
+
+
+def _shared_folder(element: etree._Element) -> SharedFolder:
+    source = element.find("source")
+    target = element.find("target")
+    driver = element.find("driver")
+    source_text = ""
+    if source is not None:
+        source_text = (source.get("dir") or source.get("file") or source.get("name")
+                       or source.get("socket") or source.get("dev") or "")
+    driver_type = driver.get("type") if driver is not None else None
+    return SharedFolder(
+        source=source_text,
+        target=target.get("dir", "") if target is not None else "",
+        driver={"path": "9p"}.get(driver_type or "", driver_type),
+        readonly=element.find("readonly") is not None,
+    )
+
+
+def _console(element: etree._Element) -> Console:
+    target = element.find("target")
+    return Console(kind=element.tag, target=target.get("type") if target is not None else None)
+
+
+def _extras(root: etree._Element, os_element: etree._Element | None) -> dict[str, str]:
+    """Hypervisor-specific wishes worth carrying: the OS type, the CPU model and mode."""
+    extras: dict[str, str] = {}
+    os_type = os_element.findtext("type") if os_element is not None else None
+    if os_type:
+        extras["os_type"] = os_type.strip()
+    cpu = root.find("cpu")
+    if cpu is not None:
+        if cpu.get("mode"):
+            extras["cpu_mode"] = cpu.get("mode")
+        model = cpu.findtext("model")
+        if model:
+            extras["cpu_model"] = model.strip()
+    return extras
+
+
+def validate_rng(root: etree._Element, path: str | Path, rng_path: Path = RNG_PATH) -> None:
+    """Validate against libvirt's installed RelaxNG schema; one line naming the first violation."""
+    if not rng_path.exists():
+        raise InputError(f"cannot validate: libvirt's schema {rng_path} is not installed "
+                         "(Debian package libvirt0)", path=path)
+    schema = _relaxng(str(rng_path))
+    if not schema.validate(root.getroottree()):
+        error = schema.error_log.last_error
+        raise InputError(f"not valid against {rng_path.name}: {error.message}", path=path, line=error.line)
+
+
+_RNG_CACHE: dict[str, etree.RelaxNG] = {}
+
+
+def _relaxng(rng_path: str) -> etree.RelaxNG:
+    if rng_path not in _RNG_CACHE:
+        _RNG_CACHE[rng_path] = etree.RelaxNG(etree.parse(rng_path))
+    return _RNG_CACHE[rng_path]
