@@ -1,0 +1,40 @@
+"""The contract between the submit side (translator) and the execute side (runner).
+
+Both sides import these names; change them in one place only.  docs/ explains
+each one for users and admins.
+"""
+
+from __future__ import annotations
+
+# The normalized spec travels with the job under this name in the sandbox.
+SPEC_FILE = "vmspec.json"
+# A libvirt-sourced job also carries the user's domain XML, replayed as faithfully as safety allows.
+DOMAIN_XML_FILE = "domain.xml"
+# Saved guest state lives here; HTCondor transfers it back on eviction (transfer_checkpoint_files).
+CHECKPOINT_DIR = "vm-checkpoint"
+
+# HTCondor config knob naming the runner on execute nodes, and its documented default.
+RUNNER_KNOB = "VMSUBMIT_RUNNER"
+DEFAULT_RUNNER = "/usr/local/bin/condor_vm_runner"
+
+# Runner exit codes.  A guest's own exit status 0..GUEST_STATUS_MAX passes through unchanged;
+# the codes above it are the runner's own.
+GUEST_STATUS_MAX = 84
+EXIT_CHECKPOINTED = 85          # state saved after SIGTERM: checkpoint_exit_code
+EXIT_REFUSED = 110              # safety rules or admin policy refused the VM (job held)
+EXIT_MISMATCH = 111             # post-match verification failed: this slot cannot run it (job held)
+EXIT_START_FAILED = 112         # the hypervisor failed to start the guest (job held)
+EXIT_GUEST_CRASHED = 113        # the guest crashed or was destroyed (job held)
+HOLD_EXIT_CODES = (EXIT_REFUSED, EXIT_MISMATCH, EXIT_START_FAILED, EXIT_GUEST_CRASHED)
+
+# Job attribute the runner sets through chirp before a hold exit; on_exit_hold_reason reads it.
+HOLD_REASON_ATTR = "VMHoldReason"
+# Job attributes the runner updates while the guest runs (usage reporting).
+USAGE_ATTRS = ("VMCpuSeconds", "VMMemoryBytes", "VMDiskReadBytes", "VMDiskWriteBytes",
+               "VMNetRxBytes", "VMNetTxBytes")
+# Job attribute naming what the admin policy changed (empty when nothing).
+POLICY_CHANGES_ATTR = "VMPolicyChanges"
+
+# Memory QEMU needs beyond the guest's RAM, added to request_memory (cgroup limits kill QEMU).
+QEMU_OVERHEAD_BYTES = 256 * 1024 * 1024
+QEMU_OVERHEAD_FRACTION = 0.10   # plus this share of guest memory, for page tables and device buffers
