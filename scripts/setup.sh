@@ -31,8 +31,11 @@ fi
 if ! "$VENV/bin/python" -c "import condor_vmsubmit, libvirt, pytest, jsonschema" 2>/dev/null \
    || [ "$REPO/pyproject.toml" -nt "$VENV/.installed" ]; then
   echo "setup: installing condor_vmsubmit and its Python dependencies into $VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e "$REPO[execute,test]"
+  log=$(mktemp)
+  if ! { "$VENV/bin/pip" install -q --upgrade pip && "$VENV/bin/pip" install -q -e "$REPO[execute,test]"; } >"$log" 2>&1; then
+    cat "$log"; echo "setup: pip install failed" >&2; exit 1
+  fi
+  rm -f "$log"
   touch "$VENV/.installed"
 fi
 export PATH="$VENV/bin:$PATH"
