@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -11,7 +12,11 @@ from ..units import human_bytes
 
 
 def render(spec: VMSpec, console: Console) -> None:
-    """Print the spec as a panel of facts and tables of disks, NICs and shared folders."""
+    """Print the spec as a panel of facts and tables of disks, NICs and shared folders.
+
+    Every string from the input goes through :func:`rich.markup.escape`: a name or
+    path such as ``[red]x`` must print as written, not as markup.
+    """
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
@@ -38,7 +43,7 @@ def render(spec: VMSpec, console: Console) -> None:
     for key, value in spec.extras.items():
         rows.append((key, value))
     for key, value in rows:
-        facts.add_row(key, value)
+        facts.add_row(escape(key), escape(value))
     parts: list = [facts]
 
     if spec.disks:
@@ -50,8 +55,8 @@ def render(spec: VMSpec, console: Console) -> None:
             source = disk.source or "-"
             if disk.source_type != "file":
                 source = f"[{disk.source_type}] {source}"
-            disks.add_row(disk.device, disk.bus or "-", disk.format or "-", capacity,
-                          "yes" if disk.readonly else "", source)
+            disks.add_row(disk.device, escape(disk.bus or "-"), escape(disk.format or "-"), capacity,
+                          "yes" if disk.readonly else "", escape(source))
         parts.append(disks)
     if spec.nics:
         nics = Table(title="network interfaces", title_justify="left")
@@ -60,15 +65,16 @@ def render(spec: VMSpec, console: Console) -> None:
         for nic in spec.nics:
             attached = nic.network_kind + (f": {nic.network}" if nic.network else "")
             link = "[red]down[/red]" if nic.link == "down" else "up"
-            nics.add_row(nic.model or "-", nic.mac or "-", attached, link)
+            nics.add_row(escape(nic.model or "-"), escape(nic.mac or "-"), escape(attached), link)
         parts.append(nics)
     if spec.shared_folders:
         shares = Table(title="shared folders", title_justify="left")
         for column in ("source", "mount tag", "driver", "ro"):
             shares.add_column(column)
         for share in spec.shared_folders:
-            shares.add_row(share.source, share.target, share.driver or "-", "yes" if share.readonly else "")
+            shares.add_row(escape(share.source), escape(share.target), escape(share.driver or "-"),
+                           "yes" if share.readonly else "")
         parts.append(shares)
     if spec.warnings:
-        parts.append("\n".join(f"[yellow]warning:[/yellow] {w}" for w in spec.warnings))
-    console.print(Panel(Group(*parts), title=f"[bold]{spec.name}[/bold]", expand=False))
+        parts.append("\n".join(f"[yellow]warning:[/yellow] {escape(w)}" for w in spec.warnings))
+    console.print(Panel(Group(*parts), title=f"[bold]{escape(spec.name)}[/bold]", expand=False))
