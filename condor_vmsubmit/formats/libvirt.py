@@ -2,8 +2,8 @@
 
 Reads what libvirt's own parser reads, with libvirt's defaults: memory units and
 KiB rounding (``virDomainParseMemory``), NUMA-derived memory, ``<vcpu>`` maximum and
-current, the disk bus inferred from the target name, firmware auto-selection and
-pflash loaders.  Nothing here touches a hypervisor; the runner decides what of the
+current, the disk bus inferred from the target name, disks in libvirt's order,
+firmware auto-selection and pflash loaders.  Nothing here touches a hypervisor; the runner decides what of the
 user's XML may reach one.
 """
 
@@ -23,6 +23,12 @@ RNG_PATH = Path("/usr/share/libvirt/schemas/domain.rng")
 
 # libvirt: when <target bus> is absent the bus follows the target name's prefix.
 _BUS_BY_PREFIX = (("hd", "ide"), ("sd", "scsi"), ("vd", "virtio"), ("xvd", "xen"), ("ubd", "uml"))
+
+# libvirt's virDiskNameParse: the prefixes a target name's drive letters follow.
+_DRIVE_PREFIXES = ("fd", "hd", "vd", "sd", "xvd", "ubd")
+
+# virMemoryMaxValue: libvirt refuses guest memory above LLONG_MAX bytes.
+_MAX_MEMORY_BYTES = 2**63 - 1
 
 # Where each libvirt disk type keeps its source.
 _DISK_SOURCE_ATTR = {"file": "file", "block": "dev", "dir": "dir", "vhostuser": "path"}
@@ -61,7 +67,7 @@ def spec_from_domain(root: etree._Element, path: str | Path) -> VMSpec:
         arch=_os_type_attr(os_element, "arch"),
         machine=_os_type_attr(os_element, "machine"),
         kernel_boot=_kernel_boot(os_element),
-        disks=tuple(_disk(d, path) for d in device_list if d.tag == "disk"),
+        disks=_libvirt_disk_order([d for d in device_list if d.tag == "disk"], path),
         nics=tuple(_nic(i) for i in device_list if i.tag == "interface"),
         shared_folders=tuple(_shared_folder(f) for f in device_list if f.tag == "filesystem"),
         consoles=tuple(_console(c) for c in device_list if c.tag in ("serial", "console")),
@@ -78,7 +84,11 @@ def _scaled(element: etree._Element, path: str | Path, attribute: str | None = N
         size = libvirt_bytes(text or "", element.get("unit"))
     except UnitError as exc:
         raise InputError(f"<{element.tag}>: {exc}", path=path, line=element.sourceline) from None
-    return -(-size // 1024) * 1024
+    size_bytes = -(-size // 1024) * 1024
+    if size_bytes > _MAX_MEMORY_BYTES:
+        raise InputError(f"<{element.tag}>: {size} bytes is more than libvirt accepts (2^63 - 1)",
+                         path=path, line=element.sourceline)
+    return size_bytes
 
 
 def _memory_bytes(root: etree._Element, device_list: list[etree._Element], path: str | Path) -> int:
@@ -150,6 +160,55 @@ def _kernel_boot(os_element: etree._Element | None) -> KernelBoot | None:
     return KernelBoot(kernel=kernel,
                       initrd=(os_element.findtext("initrd") or "").strip() or None,
                       cmdline=os_element.findtext("cmdline"))
+
+
+def _libvirt_disk_order(elements: list[etree._Element], path: str | Path) -> tuple[Disk, ...]:
+    """The disks in the order libvirt keeps them (virDomainDiskInsertPreAlloced).
+
+    Each disk goes before the first disk of its bus with a higher drive index, or
+    right after the last disk of its bus; a disk whose bus no earlier disk shares goes
+    last.  "Bus" is the ``<target bus>`` as written (absent counts as its own bus),
+    which is why ``hda`` without a bus and ``hdb`` with ``bus='ide'`` do not sort.
+    That order decides which disk is "the first" (what ``<boot dev='hd'>`` boots).
+    """
+    placed: list[tuple[str | None, int, Disk]] = []
+    for element in elements:
+        target = element.find("target")
+        bus = target.get("bus") if target is not None else None
+        index = drive_index(target.get("dev") if target is not None else None)
+        at = None
+        for position in range(len(placed) - 1, -1, -1):
+            other_bus, other_index, _ = placed[position]
+            if other_bus != bus:
+                continue
+            if other_index > index:
+                at = position
+            elif at is None:
+                at = position + 1
+        entry = (bus, index, _disk(element, path))
+        placed.insert(len(placed) if at is None else at, entry)
+    return tuple(disk for _, _, disk in placed)
+
+
+def drive_index(target_dev: str | None) -> int:
+    """libvirt's virDiskNameToIndex: ``vda`` is 0, ``sdz`` 25, ``hdaa`` 26; -1 if not a drive name.
+
+    >>> [drive_index(name) for name in ("vda", "sdz", "hdaa", "xvdb2", "nvme0n1", None)]
+    [0, 25, 26, 1, -1, -1]
+    """
+    if not target_dev:
+        return -1
+    prefix = next((p for p in _DRIVE_PREFIXES if target_dev.startswith(p)), None)
+    if prefix is None:
+        return -1
+    rest = target_dev[len(prefix):]
+    letters = len(rest) - len(rest.lstrip("abcdefghijklmnopqrstuvwxyz"))
+    if letters == 0 or not (rest[letters:] == "" or rest[letters:].isdigit()):
+        return -1
+    index = 0
+    for position, letter in enumerate(rest[:letters]):
+        index = (index + (1 if position else 0)) * 26 + ord(letter) - ord("a")
+    return index
 
 
 def _disk(element: etree._Element, path: str | Path) -> Disk:
