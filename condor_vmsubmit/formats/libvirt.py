@@ -27,6 +27,12 @@ _BUS_BY_PREFIX = (("hd", "ide"), ("sd", "scsi"), ("vd", "virtio"), ("xvd", "xen"
 # libvirt's virDiskNameParse: the prefixes a target name's drive letters follow.
 _DRIVE_PREFIXES = ("fd", "hd", "vd", "sd", "xvd", "ubd")
 
+# virDomainNetModel: the models libvirt knows, matched case-insensitively.
+_NIC_MODELS = {model.lower(): model for model in (
+    "netfront", "rtl8139", "virtio", "e1000", "e1000e", "igb", "virtio-transitional",
+    "virtio-non-transitional", "usb-net", "spapr-vlan", "lan9118", "scm91c111", "vlance", "vmxnet",
+    "vmxnet2", "vmxnet3", "Am79C970A", "Am79C973", "82540EM", "82545EM", "82543GC")}
+
 # virMemoryMaxValue: libvirt refuses guest memory above LLONG_MAX bytes.
 _MAX_MEMORY_BYTES = 2**63 - 1
 
@@ -220,11 +226,14 @@ def _disk(element: etree._Element, path: str | Path) -> Disk:
     target = element.find("target")
     target_dev = target.get("dev") if target is not None else None
     driver = element.find("driver")
+    source_element = element.find("source")
+    if source_element is None and device in ("cdrom", "floppy"):
+        source_type = "file"  # libvirt keeps a removable drive without <source> as type='file'
     return Disk(
         device=device,
         bus=_disk_bus(device, target, target_dev),
         format=driver.get("type") if driver is not None else None,
-        source=_disk_source(element.find("source"), source_type),
+        source=_disk_source(source_element, source_type),
         source_type=source_type,
         readonly=element.find("readonly") is not None,
         target=target_dev,
@@ -285,12 +294,21 @@ def _nic(element: etree._Element) -> Nic:
     model = element.find("model")
     link = element.find("link")
     return Nic(
-        model=model.get("type") if model is not None else None,
+        model=_nic_model(model.get("type")) if model is not None else None,
         mac=mac.get("address", "").lower() or None if mac is not None else None,
         network=network,
         network_kind=kind,
         link="down" if link is not None and link.get("state") == "down" else "up",
     )
+
+
+def _nic_model(model: str | None) -> str | None:
+    """libvirt matches its known NIC models in any case and writes them its own way.
+
+    >>> _nic_model("ViRtIo"), _nic_model("82540em"), _nic_model("my-model")
+    ('virtio', '82540EM', 'my-model')
+    """
+    return _NIC_MODELS.get(model.lower(), model) if model else None
 
 
 def _shared_folder(element: etree._Element) -> SharedFolder:
