@@ -33,8 +33,8 @@ _NIC_MODELS = {model.lower(): model for model in (
     "virtio-non-transitional", "usb-net", "spapr-vlan", "lan9118", "scm91c111", "vlance", "vmxnet",
     "vmxnet2", "vmxnet3", "Am79C970A", "Am79C973", "82540EM", "82545EM", "82543GC")}
 
-# virMemoryMaxValue: libvirt refuses guest memory above LLONG_MAX bytes.
-_MAX_MEMORY_BYTES = 2**63 - 1
+# VIR_DOMAIN_MEMORY_PARAM_UNLIMITED: libvirt refuses a memory size above this many KiB.
+_MAX_MEMORY_KIB = 2**53 - 1
 
 # Where each libvirt disk type keeps its source.
 _DISK_SOURCE_ATTR = {"file": "file", "block": "dev", "dir": "dir", "vhostuser": "path"}
@@ -84,17 +84,18 @@ def spec_from_domain(root: etree._Element, path: str | Path) -> VMSpec:
 
 
 def _scaled(element: etree._Element, path: str | Path, attribute: str | None = None) -> int:
-    """KiB of a libvirt size element (or attribute) rounded up as libvirt does, in bytes."""
+    """A libvirt memory size (element text or ``attribute``) in bytes, rounded up to whole
+    KiB and bounded as libvirt's virDomainParseMemory does."""
     text = element.get(attribute) if attribute else element.text
     try:
         size = libvirt_bytes(text or "", element.get("unit"))
     except UnitError as exc:
         raise InputError(f"<{element.tag}>: {exc}", path=path, line=element.sourceline) from None
-    size_bytes = -(-size // 1024) * 1024
-    if size_bytes > _MAX_MEMORY_BYTES:
-        raise InputError(f"<{element.tag}>: {size} bytes is more than libvirt accepts (2^63 - 1)",
+    kib = -(-size // 1024)
+    if kib > _MAX_MEMORY_KIB:
+        raise InputError(f"<{element.tag}>: {size} bytes is more than libvirt accepts ({_MAX_MEMORY_KIB} KiB)",
                          path=path, line=element.sourceline)
-    return size_bytes
+    return kib * 1024
 
 
 def _memory_bytes(root: etree._Element, device_list: list[etree._Element], path: str | Path) -> int:
