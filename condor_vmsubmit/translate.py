@@ -1,0 +1,622 @@
+"""VMSpec -> HTCondor submit description, for two targets.
+
+* ``runner`` (default): a vanilla-universe job whose executable is the execute-side
+  runner (``condor_vm_runner``); the spec file, the user's domain XML and the disks
+  travel in ``transfer_input_files``; custom ``VM_*`` job attributes describe the VM
+  and Requirements match what execute nodes advertise (``VM_TYPES``,
+  ``VM_HYPERVISORS``, ``VM_<HV>_ATTR_*``; see docs/attributes.md).
+* ``vm-universe``: a stock ``universe = vm`` job that today's condor_submit accepts.
+  What that target cannot express becomes a warning note, or a
+  :class:`~condor_vmsubmit.errors.TargetError` under ``strict``.
+
+Everything here is pure: no file is read or written, nothing is contacted.  The
+caller (``cli/submit_options.py``) writes :attr:`SubmitDescription.staged` files and
+submits.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePath, PurePosixPath
+from typing import Iterable, Literal
+
+from . import jobcontract
+from .errors import InputError, TargetError
+from .spec import Disk, VMSpec
+
+Target = Literal["runner", "vm-universe"]
+TARGETS: tuple[Target, ...] = ("runner", "vm-universe")
+Level = Literal["info", "warning"]
+
+MIB = 1024 * 1024
+ANY_HYPERVISOR = "any"
+LIBVIRT_MANAGED = "libvirt-managed"
+SCRIPT_MANAGED = "script-managed"
+# libvirt's domain types (domain.rng): a hypervisor outside this set is script-managed.
+LIBVIRT_HYPERVISORS = frozenset({
+    "qemu", "kqemu", "kvm", "xen", "lxc", "uml", "openvz", "test", "vmware", "hyperv",
+    "vbox", "phyp", "vz", "bhyve", "ch",
+})
+# The stock VM universe knows these vm_type values (vmware was removed in HTCondor 10).
+STOCK_VM_TYPES = ("kvm", "xen")
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something the translation dropped, defaulted or changed, naming the source element."""
+
+    source: str
+    message: str
+    level: Level = "info"
+
+    def one_line(self) -> str:
+        return f"{self.level}: {self.source}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A file the submit side writes before submitting: ``text`` or a copy of ``copy_of``."""
+
+    path: str
+    text: str | None = None
+    copy_of: str | None = None
+
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    """How to translate; every field has the command-line default."""
+
+    target: Target = "runner"
+    hypervisor: str | None = None          # overrides the source's; "any" matches any hypervisor
+    runner: str = jobcontract.DEFAULT_RUNNER
+    output_dir: str = "."                  # where the spec file, logs and job output go
+    transfer_disks: bool = True
+    strict: bool = False
+    batch_name: str | None = None
+    append: tuple[tuple[str, str], ...] = ()
+    extra_input_files: tuple[str, ...] = ()
+    queue: int = 1
+
+
+@dataclass(frozen=True)
+class SubmitDescription:
+    """Ordered submit commands, the files the job needs, and notes for the user."""
+
+    commands: tuple[tuple[str, str], ...]
+    input_files: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
+    staged: tuple[Staged, ...] = ()
+    queue: int = 1
+
+    def text(self) -> str:
+        """The description in condor_submit syntax, ending with its queue statement."""
+        lines = [f"{key} = {value}" for key, value in self.commands]
+        lines.append("queue" if self.queue == 1 else f"queue {self.queue}")
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict:
+        """The JSON form printed by ``--dry-run --json``."""
+        return {
+            "commands": [[key, value] for key, value in self.commands],
+            "queue": self.queue,
+            "submit": self.text(),
+            "input_files": list(self.input_files),
+            "staged": [staged.path for staged in self.staged],
+            "notes": [{"source": n.source, "level": n.level, "message": n.message} for n in self.notes],
+        }
+
+    def command(self, key: str) -> str | None:
+        """The value of ``key`` (case-insensitive), or None."""
+        for name, value in self.commands:
+            if name.lower() == key.lower():
+                return value
+        return None
+
+
+def translate(spec: VMSpec, options: TranslateOptions = TranslateOptions()) -> SubmitDescription:
+    """Translate ``spec`` for ``options.target``; raises TargetError under ``strict``."""
+    if options.target not in TARGETS:
+        raise TargetError(f"unknown target '{options.target}' (choose {' or '.join(TARGETS)})")
+    builder = _Builder(spec, options)
+    if options.target == "runner":
+        builder.runner_job()
+    else:
+        builder.vm_universe_job()
+    builder.finish()
+    return builder.result()
+
+
+# --- ClassAd and submit-language quoting -------------------------------------------------------
+
+_CLASSAD_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def classad_string(text: str) -> str:
+    """A ClassAd string literal for ``text``, safe as a submit-file value.
+
+    ``$`` becomes ``$(DOLLAR)`` so condor_submit does not expand macros in it.
+
+    >>> classad_string('say "hi" \\\\ $(HOME)')
+    '"say \\\\"hi\\\\" \\\\\\\\ $(DOLLAR)(HOME)"'
+    """
+    quoted = "".join(_CLASSAD_ESCAPES.get(ch, ch) for ch in text)
+    return '"' + submit_safe(quoted) + '"'
+
+
+def submit_safe(text: str) -> str:
+    """A plain submit-file value: ``$`` kept literal, no line breaks allowed.
+
+    >>> submit_safe("/data/$x/disk.img")
+    '/data/$(DOLLAR)x/disk.img'
+    """
+    if "\n" in text or "\r" in text:
+        raise InputError(f"a line break cannot appear in a submit command value: {text!r}")
+    return text.replace("$", "$(DOLLAR)")
+
+
+def classad_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def attribute_part(name: str) -> str:
+    """An upper-case ClassAd attribute name fragment.
+
+    >>> attribute_part("qemu-direct")
+    'QEMU_DIRECT'
+    """
+    part = re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
+    return part if part and not part[0].isdigit() else f"_{part}"
+
+
+def hypervisor_attr(hypervisor: str, name: str) -> str:
+    """``VM_<HV>_ATTR_<NAME>``, the name of a hypervisor-specific fact or wish.
+
+    >>> hypervisor_attr("qemu", "max_vcpus")
+    'VM_QEMU_ATTR_MAX_VCPUS'
+    """
+    return f"VM_{attribute_part(hypervisor)}_ATTR_{attribute_part(name)}"
+
+
+def request_memory_mib(memory_bytes: int) -> int:
+    """Guest memory plus QEMU's overhead (jobcontract), in whole MiB.
+
+    >>> request_memory_mib(1024 * MIB)
+    1383
+    """
+    total = (memory_bytes + jobcontract.QEMU_OVERHEAD_BYTES
+             + memory_bytes * jobcontract.QEMU_OVERHEAD_FRACTION)
+    return math.ceil(total / MIB)
+
+
+def vm_type_for(hypervisor: str) -> str:
+    """``libvirt-managed`` for libvirt's domain types and ``any``, else ``script-managed``."""
+    if hypervisor == ANY_HYPERVISOR or hypervisor in LIBVIRT_HYPERVISORS:
+        return LIBVIRT_MANAGED
+    return SCRIPT_MANAGED
+
+
+def safe_file_stem(name: str) -> str:
+    """A file-name-safe version of the VM name.
+
+    >>> safe_file_stem("web server/01")
+    'web_server_01'
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip("._") or "vm"
+    return stem[:64]
+
+
+# --- the builder ------------------------------------------------------------------------------
+
+_ELEMENTS = {
+    "libvirt": {"disk": "<disk>", "nic": "<interface>", "share": "<filesystem>", "firmware": "<os>",
+                "kernel": "<os><kernel>", "vcpu": "<vcpu>", "hypervisor": "<domain type>",
+                "memory": "<memory>"},
+    "ovf": {"disk": "disk Item", "nic": "ethernet Item", "share": "shared folder",
+            "firmware": "firmware", "kernel": "kernel", "vcpu": "cpu Item",
+            "hypervisor": "VirtualSystemType", "memory": "memory Item"},
+}
+
+
+@dataclass
+class _Builder:
+    spec: VMSpec
+    options: TranslateOptions
+    commands: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    input_files: list[str] = field(default_factory=list)
+    staged: list[Staged] = field(default_factory=list)
+
+    # helpers
+
+    def set(self, key: str, value: str | int) -> None:
+        self.commands.append((key, str(value)))
+
+    def attr(self, name: str, value: str | int | bool) -> None:
+        """A custom job attribute (``MY.name``), quoted by type."""
+        if isinstance(value, bool):
+            text = classad_bool(value)
+        elif isinstance(value, int):
+            text = str(value)
+        else:
+            text = classad_string(value)
+        self.set(f"MY.{name}", text)
+
+    def note(self, source: str, message: str, level: Level = "info") -> None:
+        self.notes.append(Note(source, message, level))
+
+    def element(self, kind: str, index: int | None = None, detail: str | None = None) -> str:
+        """How the user's file names the element: ``<disk> #2 (hdc)``."""
+        names = _ELEMENTS.get(self.spec.source_format, {})
+        text = names.get(kind, kind)
+        if index is not None:
+            text += f" #{index + 1}"
+        if detail:
+            text += f" ({detail})"
+        return text
+
+    def disk_element(self, index: int, disk: Disk) -> str:
+        return self.element("disk", index, disk.target or disk.source)
+
+    def resolve(self, path: str) -> str:
+        """An input path made absolute against the source file's folder."""
+        if PurePosixPath(path).is_absolute() or not self.spec.source_path:
+            return path
+        return str(PurePath(self.spec.source_path).parent / path)
+
+    def transfer(self, path: str, what: str) -> None:
+        if "," in path:
+            raise InputError(f"{what}: cannot transfer a file whose name contains ',': {path}",
+                             path=self.spec.source_path)
+        if path not in self.input_files:
+            self.input_files.append(path)
+
+    @property
+    def hypervisor(self) -> str:
+        return (self.options.hypervisor or self.spec.hypervisor or ANY_HYPERVISOR).lower()
+
+    @property
+    def output_dir(self) -> str:
+        return self.options.output_dir.rstrip("/") or "/"
+
+    def out_path(self, name: str) -> str:
+        return str(PurePosixPath(self.output_dir) / name)
+
+    # the runner target
+
+    def runner_job(self) -> None:
+        spec, options = self.spec, self.options
+        hypervisor = self.hypervisor
+        if not options.hypervisor and not spec.hypervisor:
+            self.note(self.element("hypervisor"), "no hypervisor named: the job matches any (--hypervisor)")
+        elif hypervisor == "kvm":
+            self.note(self.element("hypervisor"),
+                      "kvm matches only nodes where KVM works; --hypervisor qemu or any widens the match")
+        stem = safe_file_stem(spec.name)
+        self.set("universe", "vanilla")
+        self.set("executable", submit_safe(options.runner))
+        self.set("transfer_executable", "false")
+        self.set("initialdir", submit_safe(self.output_dir))
+        self.set("log", submit_safe(f"{stem}.log"))
+        self.set("output", f"{stem}.$(Cluster).$(Process).out")  # the stem is file-name safe
+        self.set("error", f"{stem}.$(Cluster).$(Process).err")
+        self.set("should_transfer_files", "YES")
+        self.set("when_to_transfer_output", "ON_EXIT")
+        self.set("transfer_input_files", "")  # filled in finish()
+        self.set("request_cpus", spec.vcpus)
+        memory_mib = request_memory_mib(spec.memory_bytes)
+        self.set("request_memory", memory_mib)
+        self.note(self.element("memory"),
+                  f"request_memory is {memory_mib} MiB: guest memory plus QEMU overhead "
+                  f"({jobcontract.QEMU_OVERHEAD_BYTES // MIB} MiB + "
+                  f"{jobcontract.QEMU_OVERHEAD_FRACTION:.0%})")
+        request_disk = self.request_disk_kib()
+        if request_disk is not None:
+            self.set("request_disk", request_disk)
+        self.stage_spec_and_xml()
+        self.runner_disks()
+        self.vm_attributes(hypervisor)
+        self.set("requirements", self.runner_requirements(hypervisor))
+        self.set("checkpoint_exit_code", jobcontract.EXIT_CHECKPOINTED)
+        self.set("transfer_checkpoint_files", jobcontract.CHECKPOINT_DIR)
+        self.set("want_graceful_removal", "false")
+        codes = ", ".join(str(code) for code in jobcontract.HOLD_EXIT_CODES)
+        self.set("on_exit_hold", f"MY.ExitBySignal =?= false && member(MY.ExitCode, {{{codes}}})")
+        reason = jobcontract.HOLD_REASON_ATTR
+        self.set("on_exit_hold_reason",
+                 f'ifThenElse(isString(MY.{reason}), MY.{reason}, '
+                 f'strcat("condor_vm_runner exited with code ", string(MY.ExitCode)))')
+        self.set("on_exit_hold_subcode", "MY.ExitCode")
+        self.set("want_io_proxy", "true")
+
+    def request_disk_kib(self) -> int | None:
+        """Disk capacities plus room for a saved guest state, in KiB; None when unknown."""
+        capacities = [d.capacity_bytes for d in self.spec.disks if d.capacity_bytes is not None]
+        if not capacities:
+            self.note("request_disk", "disk capacities unknown: HTCondor sizes it from the input files")
+            return None
+        return math.ceil((sum(capacities) + self.spec.memory_bytes) / 1024)
+
+    def stage_spec_and_xml(self) -> None:
+        spec_path = self.out_path(jobcontract.SPEC_FILE)
+        self.staged.append(Staged(spec_path, text=self.spec.to_json()))
+        self.transfer(spec_path, "spec file")
+        if self.spec.source_format == "libvirt" and self.spec.source_path:
+            xml_path = self.out_path(jobcontract.DOMAIN_XML_FILE)
+            self.staged.append(Staged(xml_path, copy_of=self.spec.source_path))
+            self.transfer(xml_path, "domain XML")
+
+    def runner_disks(self) -> None:
+        spec = self.spec
+        for index, disk in enumerate(spec.disks):
+            where = self.disk_element(index, disk)
+            if disk.source_type != "file":
+                self.note(where, f"a {disk.source_type} disk cannot travel with the job; "
+                                 "the runner refuses it", "warning")
+                continue
+            if not disk.source:
+                self.note(where, f"empty {disk.device} drive: nothing to transfer")
+                continue
+            if self.options.transfer_disks:
+                self.transfer(self.resolve(disk.source), where)
+            else:
+                self.note(where, f"not transferred (--no-transfer-disks): {disk.source} must exist "
+                                 "on the execute node")
+        if spec.kernel_boot:
+            for path in (spec.kernel_boot.kernel, spec.kernel_boot.initrd):
+                if path:
+                    self.transfer(self.resolve(path), self.element("kernel"))
+        for path in self.options.extra_input_files:
+            self.transfer(path, "input file")
+        seen: dict[str, str] = {}
+        for path in self.input_files:
+            name = PurePosixPath(path).name
+            if name in seen and seen[name] != path:
+                raise InputError(f"two input files share the name '{name}' in the job's sandbox: "
+                                 f"{seen[name]} and {path}", path=spec.source_path)
+            seen[name] = path
+
+    def vm_attributes(self, hypervisor: str) -> None:
+        spec = self.spec
+        self.attr("VM_TYPE", vm_type_for(hypervisor))
+        self.attr("VM_HYPERVISOR", hypervisor)
+        self.attr("VM_ATTR_SOURCE_FORMAT", spec.source_format)
+        self.attr("VM_ATTR_NAME", spec.name)
+        self.attr("VM_ATTR_VCPUS", spec.vcpus)
+        self.attr("VM_ATTR_MEMORY_MB", math.ceil(spec.memory_bytes / MIB))
+        self.attr("VM_ATTR_FIRMWARE", spec.firmware)
+        if spec.arch:
+            self.attr("VM_ATTR_ARCH", spec.arch)
+        self.attr("VM_ATTR_DISKS", len(spec.disks_of("disk")))
+        self.attr("VM_ATTR_CDROMS", len(spec.disks_of("cdrom")))
+        self.attr("VM_ATTR_FLOPPIES", len(spec.disks_of("floppy")))
+        self.attr("VM_ATTR_NICS", len(spec.nics))
+        self.attr("VM_ATTR_SHARED_FOLDERS", len(spec.shared_folders))
+        self.attr("VM_ATTR_DISK_BUSES", ",".join(self.disk_buses()))
+        self.attr("VM_ATTR_NIC_MODELS", ",".join(self.nic_models()))
+        self.attr("VM_ATTR_KERNEL_BOOT", spec.kernel_boot is not None)
+        self.attr("VM_ATTR_DISKS_TRANSFERRED", self.options.transfer_disks)
+        wishes = dict(spec.extras)
+        if spec.machine:
+            wishes["machine"] = spec.machine
+        if hypervisor == ANY_HYPERVISOR:
+            if wishes:
+                self.note(self.element("hypervisor"),
+                          f"hypervisor-specific wishes ({', '.join(sorted(wishes))}) stay in the spec "
+                          "file only: no hypervisor is named")
+            return
+        for key, value in wishes.items():
+            self.attr(hypervisor_attr(hypervisor, key), value)
+
+    def disk_buses(self) -> list[str]:
+        return sorted({d.bus.lower() for d in self.spec.disks if d.bus})
+
+    def nic_models(self) -> list[str]:
+        return sorted({n.model.lower() for n in self.spec.nics if n.model})
+
+    def runner_requirements(self, hypervisor: str) -> str:
+        """Requirements against the machine ad; every reference scoped, string lists as lists."""
+        vm_type = vm_type_for(hypervisor)
+        clauses = [f'stringListIMember("{vm_type}", TARGET.VM_TYPES)']
+        if hypervisor == ANY_HYPERVISOR:
+            clauses.append("stringListSize(TARGET.VM_HYPERVISORS) > 0")
+            if self.spec.firmware == "efi":
+                self.note(self.element("firmware"),
+                          "efi firmware is not matched against 'any' hypervisor: the runner checks it "
+                          "after the match", "warning")
+        else:
+            clauses.append(f"stringListIMember({classad_string(hypervisor)}, TARGET.VM_HYPERVISORS)")
+        clauses += ["TARGET.Cpus >= MY.RequestCpus", "TARGET.Memory >= MY.RequestMemory"]
+        if self.request_disk_known():
+            clauses.append("TARGET.Disk >= MY.RequestDisk")
+        if hypervisor != ANY_HYPERVISOR:
+            clauses += self.hypervisor_clauses(hypervisor)
+        return " && ".join(clauses)
+
+    def request_disk_known(self) -> bool:
+        return any(d.capacity_bytes is not None for d in self.spec.disks)
+
+    def hypervisor_clauses(self, hypervisor: str) -> list[str]:
+        """Facts the node advertises for this hypervisor; a fact it does not advertise is not held
+        against it (post-match verification on the node has the last word)."""
+        max_vcpus = f"TARGET.{hypervisor_attr(hypervisor, 'max_vcpus')}"
+        clauses = [f"({max_vcpus} =?= undefined || {max_vcpus} >= MY.VM_ATTR_VCPUS)"]
+        if self.spec.firmware == "efi":
+            clauses.append(f"TARGET.{hypervisor_attr(hypervisor, 'efi')} =!= false")
+        for fact, values in (("disk_buses", self.disk_buses()), ("nic_models", self.nic_models())):
+            listed = f"TARGET.{hypervisor_attr(hypervisor, fact)}"
+            for value in values:
+                clauses.append(f"({listed} =?= undefined || stringListIMember({classad_string(value)}, {listed}))")
+        return clauses
+
+    # the stock VM universe target
+
+    def vm_universe_job(self) -> None:
+        spec = self.spec
+        self.set("universe", "vm")
+        self.set("executable", submit_safe(safe_file_stem(spec.name)))
+        self.set("vm_type", self.stock_vm_type())
+        self.set("vm_memory", math.ceil(spec.memory_bytes / MIB))
+        self.set("vm_vcpus", spec.vcpus)
+        self.set("vm_disk", self.stock_vm_disk())
+        self.stock_networking()
+        self.set("input", "/dev/null")
+        self.set("output", "/dev/null")
+        self.set("error", "/dev/null")
+        self.set("initialdir", submit_safe(self.output_dir))
+        self.set("log", submit_safe(f"{safe_file_stem(spec.name)}.log"))
+        self.set("should_transfer_files", "YES")
+        self.set("when_to_transfer_output", "ON_EXIT")
+        self.set("transfer_input_files", "")  # filled in finish()
+        self.stock_losses()
+
+    def stock_vm_type(self) -> str:
+        hypervisor = self.hypervisor
+        if hypervisor in STOCK_VM_TYPES:
+            return hypervisor
+        where = self.element("hypervisor")
+        if hypervisor == ANY_HYPERVISOR:
+            self.note(where, "no hypervisor named: vm_type kvm")
+        elif hypervisor == "qemu":
+            self.note(where, "the stock VM universe has no plain QEMU: vm_type kvm needs KVM on the node",
+                      "warning")
+        else:
+            self.note(where, f"the stock VM universe cannot run '{hypervisor}': vm_type kvm", "warning")
+        return "kvm"
+
+    def stock_vm_disk(self) -> str:
+        entries: list[str] = []
+        used = {d.target for d in self.spec.disks if d.target}
+        spare = (f"vd{chr(ord('a') + i)}" for i in range(26))
+        for index, disk in enumerate(self.spec.disks):
+            where = self.disk_element(index, disk)
+            if disk.source_type != "file" or not disk.source:
+                self.note(where, f"dropped: the stock VM universe takes only disk image files", "warning")
+                continue
+            if disk.device != "disk":
+                self.note(where, f"the stock VM universe has no {disk.device}: attached as a read-only disk",
+                          "warning")
+            if disk.format is None:
+                self.note(where, "no format stated: the stock VM universe lets libvirt guess it", "warning")
+            path = self.resolve(disk.source)
+            if self.options.transfer_disks:
+                self.transfer(path, where)
+                path = PurePosixPath(path).name
+            target = disk.target or next(t for t in spare if t not in used)
+            readonly = disk.readonly or disk.device != "disk"
+            fields = [path, target, "r" if readonly else "w"] + ([disk.format] if disk.format else [])
+            if any(":" in part or "," in part for part in fields):
+                raise TargetError(f"{where}: vm_disk cannot name '{path}' (':' or ',' in it)",
+                                  path=self.spec.source_path)
+            entries.append(submit_safe(":".join(fields)))
+        if not entries:
+            raise TargetError("the stock VM universe needs at least one disk image file (vm_disk)",
+                              path=self.spec.source_path)
+        return ",".join(entries)
+
+    def stock_networking(self) -> None:
+        nics = self.spec.nics
+        if not nics:
+            self.set("vm_networking", "false")
+            return
+        first = nics[0]
+        self.set("vm_networking", "true")
+        self.set("vm_networking_type", "bridge" if first.network_kind == "bridge" else "nat")
+        if first.mac:
+            self.set("vm_macaddr", submit_safe(first.mac))
+        if first.model:
+            self.note(self.element("nic", 0), f"model '{first.model}' not expressible: the node's default",
+                      "warning")
+        if first.link == "down":
+            self.note(self.element("nic", 0), "link down not expressible: the NIC starts connected", "warning")
+        for index in range(1, len(nics)):
+            self.note(self.element("nic", index), "dropped: the stock VM universe has one NIC", "warning")
+
+    def stock_losses(self) -> None:
+        spec = self.spec
+        if spec.firmware == "efi":
+            self.note(self.element("firmware"), "efi firmware not expressible: the guest boots with BIOS",
+                      "warning")
+        if spec.kernel_boot:
+            self.note(self.element("kernel"), "direct kernel boot not expressible: dropped", "warning")
+        for index, share in enumerate(spec.shared_folders):
+            self.note(self.element("share", index, share.target), "shared folders not expressible: dropped",
+                      "warning")
+        if spec.vcpus_current is not None:
+            self.note(self.element("vcpu"), f"{spec.vcpus} vCPUs all online (current {spec.vcpus_current} "
+                                            "not expressible)", "warning")
+
+    # common end
+
+    def finish(self) -> None:
+        options = self.options
+        for path in options.extra_input_files if options.target == "vm-universe" else ():
+            self.transfer(path, "input file")
+        files = ",".join(submit_safe(path) for path in self.input_files)
+        self.commands = [(k, files) if k == "transfer_input_files" else (k, v)
+                         for k, v in self.commands if k != "transfer_input_files" or files]
+        if options.batch_name:
+            self.set("batch_name", submit_safe(options.batch_name))
+        for key, value in options.append:
+            self.append(key, value)
+        for message in self.spec.warnings:
+            self.note(self.spec.source_path or "input", message)
+        if options.strict:
+            losses = [note for note in self.notes if note.level == "warning"]
+            if losses:
+                more = f" (and {len(losses) - 1} more)" if len(losses) > 1 else ""
+                raise TargetError(f"--strict: target {options.target} cannot express "
+                                  f"{losses[0].source}: {losses[0].message}{more}",
+                                  path=self.spec.source_path)
+
+    def append(self, key: str, value: str) -> None:
+        """``--append KEY=VALUE``: replaces an existing command of that name, else adds one."""
+        key = normalize_key(key)
+        for index, (name, old) in enumerate(self.commands):
+            if name.lower() == key.lower():
+                self.commands[index] = (name, value)
+                self.note(f"--append {key}", f"replaces '{old}'")
+                return
+        self.set(key, value)
+
+    def result(self) -> SubmitDescription:
+        return SubmitDescription(commands=tuple(self.commands), input_files=tuple(self.input_files),
+                                 notes=tuple(self.notes), staged=tuple(self.staged),
+                                 queue=self.options.queue)
+
+
+_KEY = re.compile(r"^(\+|MY\.)?[A-Za-z_][A-Za-z0-9_.]*$", re.IGNORECASE)
+
+
+def normalize_key(key: str) -> str:
+    """A submit command name, ``+Attr`` spelled ``MY.Attr`` as condor_submit stores it.
+
+    >>> normalize_key("+Project")
+    'MY.Project'
+    """
+    key = key.strip()
+    if not _KEY.match(key):
+        raise InputError(f"'{key}' is not a submit command name")
+    if key.startswith("+"):
+        return "MY." + key[1:]
+    if key[:3].lower() == "my.":
+        return "MY." + key[3:]
+    return key
+
+
+def parse_append(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` (or ``KEY = VALUE``) strings as (key, value) pairs.
+
+    >>> parse_append(["+Project = \\"vm\\"", "priority=5"])
+    (('MY.Project', '"vm"'), ('priority', '5'))
+    """
+    pairs = []
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise InputError(f"--append '{item}': expected KEY=VALUE")
+        if "\n" in value:
+            raise InputError(f"--append '{key.strip()}': a value cannot span lines")
+        pairs.append((normalize_key(key), value.strip()))
+    return tuple(pairs)
