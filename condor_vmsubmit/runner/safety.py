@@ -1,0 +1,537 @@
+"""Safety rules for a domain XML about to reach the host's libvirt.
+
+:func:`check_domain` is pure in the sense that matters: it reads the XML and, for
+disks that lie inside the sandbox, the first bytes of their image headers; it never
+reads or opens anything outside the job's sandbox.  It returns every
+:class:`Refusal` it finds (an empty list means the XML may be started).
+
+What is refused, and why:
+
+* hypervisor pass-through: any element of a libvirt hypervisor namespace
+  (``qemu:commandline``, ``qemu:env``, ``qemu:override`` ...) or any other foreign
+  namespace outside ``<metadata>``; a custom ``<emulator>``; ``<bootloader>``;
+  interface ``<script>``/``<downscript>``; a virtiofs ``<binary>``;
+* security labels: ``<seclabel>`` anywhere; cgroup placement (``<resource>``);
+* host devices: ``<hostdev>``, ``<redirdev>``, ``<shmem>``, passthrough/evdev input,
+  passthrough TPM, host smartcards, block/network/volume/nvme/vhostuser disks and
+  ``device='lun'``, block/volume filesystems, GPU render nodes;
+* host paths: every disk, filesystem, character device, loader, nvram, kernel,
+  initrd, dtb, ACPI table, fw_cfg entry, log file, audio file, nvdimm source and
+  socket must be an absolute path that, symlinks resolved, lies in the sandbox;
+* disk images: a disk with a source and no explicit ``<driver type>`` (libvirt must
+  never guess the format of an untrusted image), formats the runner cannot inspect,
+  images with a backing file, an external data file or VMDK extents outside the
+  sandbox, and ``<backingStore>``/``<mirror>``/``<dataStore>`` in the XML;
+* network: interfaces other than ``user``; ``network`` and ``bridge`` only for names
+  the admin allows; port forwards; custom tap/vhost devices; multicast or malformed
+  MAC addresses;
+* character devices of type tcp, udp, stdio or dbus (they reach beyond the
+  sandbox) and ``dev`` devices outside it;
+* graphics: ``sdl``/``desktop``/``dbus`` (host display or bus), and vnc/spice/rdp
+  listening anywhere but loopback or a socket in the sandbox.  A graphics element
+  with no explicit listen address would listen wherever the host's qemu.conf says,
+  so it is refused too; :func:`pin_graphics_to_loopback` makes such XML explicit
+  (the runner applies it to user XML before the check);
+* crash dumps (``<on_crash>coredump-*``), which libvirt writes outside the sandbox.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from lxml import etree
+
+LIBVIRT_NS_PREFIX = "http://libvirt.org/schemas/domain/"
+LOOPBACK = "127.0.0.1"
+
+# Disk image formats the runner can read headers of (and so rule out backing files).
+CHECKABLE_FORMATS = ("raw", "iso", "qcow2", "vmdk")
+_ALLOWED_DISK_TYPES = ("file", "dir")
+_CHARDEVS = ("serial", "parallel", "console", "channel")
+_SAFE_CHAR_TYPES = ("null", "vc", "pty", "file", "pipe", "unix", "dev", "spicevmc", "spiceport",
+                    "qemu-vdagent", "nmdm")
+_LISTENING_GRAPHICS = ("vnc", "spice", "rdp")
+_SAFE_AUDIO = ("none", "spice", "file")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+# Attributes of <source> elements that name host paths.
+_SOURCE_PATH_ATTRS = ("file", "path", "dir", "socket")
+# (element, attribute) pairs elsewhere that name host paths.
+_PATH_ATTRS = {("log", "file"), ("nvram", "template"), ("audio", "path"), ("entry", "file"),
+               ("backend", "logFile"), ("listen", "socket"), ("graphics", "socket"),
+               ("target", "path")}
+# Elements whose text is a host path.
+_PATH_TEXT = {("os", "loader"), ("os", "nvram"), ("os", "kernel"), ("os", "initrd"), ("os", "dtb"),
+              ("acpi", "table"), ("source", "path"), ("device", "path")}
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One reason the domain may not start: which element, where, and why."""
+
+    element: str
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.element} (line {self.line})" if self.line else self.element
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image header says about the image: enough to rule out hidden files."""
+
+    format: str
+    virtual_size: int
+    backing: str | None = None
+    data_file: str | None = None
+    extents: tuple[str, ...] = ()
+
+
+class ImageError(ValueError):
+    """An image header that cannot be read as the format it claims."""
+
+
+@dataclass(frozen=True)
+class _Context:
+    sandbox: Path
+    allowed_networks: frozenset[str]
+
+
+def check_domain(root: etree._Element, sandbox: Path, *,
+                 allowed_networks: Iterable[str] = ()) -> list[Refusal]:
+    """Every reason the domain XML ``root`` may not be handed to libvirt for a job in ``sandbox``.
+
+    ``allowed_networks`` names the libvirt networks and host bridges the admin lets
+    jobs join (VMSUBMIT_ALLOWED_NETWORKS); without it only user-mode networking passes.
+    """
+    context = _Context(Path(os.path.realpath(sandbox)), frozenset(allowed_networks))
+    refusals: list[Refusal] = []
+    for element in _elements(root):
+        for reason in _reasons(element, context):
+            refusals.append(Refusal(_name(element), element.sourceline, reason))
+    return refusals
+
+
+def pin_graphics_to_loopback(root: etree._Element) -> etree._Element:
+    """A copy of ``root`` whose vnc/spice/rdp graphics without a listen address listen on loopback."""
+    pinned = copy.deepcopy(root)
+    for graphics in pinned.iter("graphics"):
+        if graphics.get("type") not in _LISTENING_GRAPHICS or graphics.get("listen"):
+            continue
+        listens = graphics.findall("listen")
+        if not listens:
+            graphics.set("listen", LOOPBACK)
+        for listen in listens:
+            if listen.get("type", "address") == "address" and not listen.get("address"):
+                listen.set("type", "address")
+                listen.set("address", LOOPBACK)
+    return pinned
+
+
+def _elements(root: etree._Element) -> Iterator[etree._Element]:
+    """Every element of the tree except comments, PIs and the contents of ``<metadata>``."""
+    stack = [root]
+    while stack:
+        element = stack.pop()
+        if not isinstance(element.tag, str):
+            continue
+        yield element
+        if element.tag != "metadata":
+            stack.extend(reversed(element))
+
+
+def _name(element: etree._Element) -> str:
+    """An XPath-like name: ``/domain/devices/disk[2]/source``."""
+    parts = []
+    node: etree._Element | None = element
+    while node is not None:
+        qname = etree.QName(node)
+        label = f"{node.prefix}:{qname.localname}" if node.prefix else qname.localname
+        parent = node.getparent()
+        if parent is not None:
+            same = [s for s in parent if s.tag == node.tag]
+            if len(same) > 1:
+                label += f"[{same.index(node) + 1}]"
+        parts.append(label)
+        node = parent
+    return "/" + "/".join(reversed(parts))
+
+
+def _reasons(element: etree._Element, context: _Context) -> Iterator[str]:
+    namespace = etree.QName(element).namespace
+    if namespace:
+        if namespace.startswith(LIBVIRT_NS_PREFIX):
+            yield f"hypervisor pass-through ({namespace}) is not allowed"
+        else:
+            yield f"elements of the foreign namespace {namespace} are only allowed inside <metadata>"
+        return
+    parent = element.getparent()
+    parent_tag = parent.tag if parent is not None else None
+    yield from _path_reasons(element, parent_tag, context)
+    rule = _RULES.get(element.tag)
+    if rule is not None:
+        yield from rule(element, context)
+
+
+def _path_reasons(element: etree._Element, parent_tag: str | None, context: _Context) -> Iterator[str]:
+    """Host paths in attributes or text that must lie inside the sandbox."""
+    if element.tag == "source" and parent_tag not in ("interface", "hostdev", "redirdev"):
+        names = _SOURCE_PATH_ATTRS + (("dev",) if parent_tag in _CHARDEVS else ())
+        for attribute in names:
+            value = element.get(attribute)
+            if value is not None:
+                yield from _outside(value, f"{attribute}=", context)
+    for attribute, value in element.attrib.items():
+        if (element.tag, attribute) in _PATH_ATTRS and not (element.tag == "target" and parent_tag != "lease"):
+            yield from _outside(value, f"{attribute}=", context)
+    if (parent_tag, element.tag) in _PATH_TEXT and (element.text or "").strip():
+        if parent_tag == "source" and element.getparent().getparent().tag != "memory":
+            return
+        yield from _outside(element.text.strip(), "", context)
+
+
+def _outside(value: str, label: str, context: _Context) -> Iterator[str]:
+    """Why the host path ``value`` is not acceptable (nothing when it lies in the sandbox)."""
+    if not value.startswith("/"):
+        yield f"{label}'{value}' is not an absolute path inside the job's sandbox"
+        return
+    try:
+        real = Path(os.path.realpath(value))
+    except (OSError, ValueError) as exc:
+        yield f"{label}'{value}' cannot be resolved: {exc}"
+        return
+    if real != context.sandbox and context.sandbox not in real.parents:
+        via = "" if os.path.normpath(value) == str(real) else f" (it resolves to {real})"
+        yield f"{label}'{value}' is outside the job's sandbox{via}"
+
+
+def _inside(value: str | None, context: _Context) -> Path | None:
+    """The resolved path of ``value`` when it lies in the sandbox, else None."""
+    if not value or not value.startswith("/"):
+        return None
+    try:
+        real = Path(os.path.realpath(value))
+    except (OSError, ValueError):
+        return None
+    return real if real == context.sandbox or context.sandbox in real.parents else None
+
+
+# --- rules per element ----------------------------------------------------------------------
+
+def _always(reason: str) -> Callable[[etree._Element, _Context], Iterator[str]]:
+    def rule(_element: etree._Element, _context: _Context) -> Iterator[str]:
+        yield reason
+    return rule
+
+
+def _disk(element: etree._Element, context: _Context) -> Iterator[str]:
+    disk_type = element.get("type", "file")
+    if disk_type not in _ALLOWED_DISK_TYPES:
+        yield f"disk type '{disk_type}' reaches host storage; only file disks in the sandbox are allowed"
+        return
+    if element.get("device") == "lun":
+        yield "device='lun' passes SCSI commands to a host device"
+    source = element.find("source")
+    path = source.get("dir" if disk_type == "dir" else "file") if source is not None else None
+    if not path:
+        return
+    driver = element.find("driver")
+    fmt = driver.get("type") if driver is not None else None
+    if not fmt:
+        yield "disk format missing: give <driver type='raw|qcow2|vmdk'>; an untrusted image is never probed"
+        return
+    if disk_type == "dir":
+        if fmt != "fat":
+            yield f"a directory disk must have format 'fat', not '{fmt}'"
+        return
+    if fmt not in CHECKABLE_FORMATS:
+        yield f"disk format '{fmt}' cannot be checked for backing files; use one of {', '.join(CHECKABLE_FORMATS)}"
+        return
+    image = _inside(path, context)
+    if image is None:
+        return  # the path rule on <source> already refused it
+    try:
+        header = read_image_header(image, fmt)
+    except ImageError as exc:
+        yield f"image {path}: {exc}"
+        return
+    yield from _image_reasons(header, image, context)
+
+
+def _image_reasons(header: ImageHeader, image: Path, context: _Context) -> Iterator[str]:
+    if header.backing:
+        yield f"image {image.name} has a backing file '{header.backing}'; send a flattened image"
+    if header.data_file:
+        yield f"image {image.name} keeps its data in the external file '{header.data_file}'"
+    for extent in header.extents:
+        if _inside(str(image.parent / extent), context) is None:
+            yield f"image {image.name} has an extent '{extent}' outside the job's sandbox"
+
+
+def _filesystem(element: etree._Element, _context: _Context) -> Iterator[str]:
+    fs_type = element.get("type", "mount")
+    if fs_type in ("block", "volume", "bind", "template"):
+        yield f"filesystem type '{fs_type}' reaches host storage"
+    if element.find("binary") is not None and element.find("binary").get("path"):
+        yield "a custom virtiofsd <binary path> would run a host program"
+
+
+def _interface(element: etree._Element, context: _Context) -> Iterator[str]:
+    kind = element.get("type", "user")
+    source = element.find("source")
+    if kind in ("network", "bridge"):
+        name = source.get(kind) if source is not None else None
+        if name not in context.allowed_networks:
+            allowed = ", ".join(sorted(context.allowed_networks)) or "none"
+            yield (f"{kind} '{name}' is not one the admin allows (VMSUBMIT_ALLOWED_NETWORKS: {allowed}); "
+                   "use <interface type='user'>")
+    elif kind != "user":
+        yield f"interface type '{kind}' reaches the host network directly; use <interface type='user'>"
+    for tag in ("script", "downscript"):
+        if element.find(tag) is not None:
+            yield f"<{tag}> would run a host program"
+    if element.find("portForward") is not None:
+        yield "<portForward> listens on host ports"
+    backend = element.find("backend")
+    if backend is not None and (backend.get("tap") or backend.get("vhost")):
+        yield "<backend tap/vhost> names host devices"
+    mac = element.find("mac")
+    if mac is not None:
+        yield from _mac_reasons(mac.get("address", ""))
+
+
+def _mac_reasons(address: str) -> Iterator[str]:
+    """Why a MAC address is unusable.
+
+    >>> list(_mac_reasons("52:54:00:12:34:56"))
+    []
+    >>> list(_mac_reasons("01:00:5e:00:00:01"))
+    ["MAC address '01:00:5e:00:00:01' is multicast"]
+    """
+    if not _MAC.fullmatch(address.lower()):
+        yield f"MAC address '{address}' is malformed (expected six hex pairs such as 52:54:00:12:34:56)"
+    elif int(address[:2], 16) & 1:
+        yield f"MAC address '{address}' is multicast"
+
+
+def _chardev(element: etree._Element, _context: _Context) -> Iterator[str]:
+    kind = element.get("type", "pty")
+    if kind not in _SAFE_CHAR_TYPES:
+        yield f"character device type '{kind}' reaches beyond the sandbox"
+
+
+def _graphics(element: etree._Element, context: _Context) -> Iterator[str]:
+    kind = element.get("type", "")
+    if kind not in _LISTENING_GRAPHICS:
+        if kind in ("sdl", "desktop", "dbus"):
+            yield f"graphics type '{kind}' uses the host's display or bus"
+        return
+    addresses = [element.get("listen")] if element.get("listen") else []
+    explicit = bool(addresses)
+    for listen in element.findall("listen"):
+        listen_type = listen.get("type", "address")
+        if listen_type == "network":
+            yield f"listening on the addresses of network '{listen.get('network')}' reaches beyond loopback"
+            explicit = True
+        elif listen_type in ("socket", "none"):
+            explicit = True
+        elif listen.get("address"):
+            addresses.append(listen.get("address"))
+            explicit = True
+    for address in addresses:
+        if not _is_loopback(address):
+            yield f"graphics listening on '{address}' reaches beyond loopback; use {LOOPBACK} or a socket"
+    if not explicit and not element.get("socket"):
+        yield ("graphics without a listen address listen where the host's qemu.conf says; "
+               f"give listen='{LOOPBACK}'")
+
+
+def _is_loopback(address: str) -> bool:
+    """
+    >>> _is_loopback("127.0.0.1"), _is_loopback("::1"), _is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _input(element: etree._Element, _context: _Context) -> Iterator[str]:
+    if element.get("type") in ("passthrough", "evdev"):
+        yield f"input type '{element.get('type')}' passes a host input device through"
+
+
+def _tpm(element: etree._Element, _context: _Context) -> Iterator[str]:
+    backend = element.find("backend")
+    if backend is not None and backend.get("type") == "passthrough":
+        yield "TPM passthrough hands the host's TPM to the guest"
+
+
+def _smartcard(element: etree._Element, _context: _Context) -> Iterator[str]:
+    mode = element.get("mode")
+    if mode in ("host", "host-certificates"):
+        yield f"smartcard mode '{mode}' uses the host's smartcard readers or certificates"
+    elif mode == "passthrough":
+        yield from _chardev(element, _context)
+
+
+def _rng(element: etree._Element, context: _Context) -> Iterator[str]:
+    backend = element.find("backend")
+    if backend is None:
+        return
+    if backend.get("model") == "egd":
+        yield from _chardev(backend, context)
+    elif (backend.text or "").strip() not in ("", "/dev/random", "/dev/urandom"):
+        yield f"random number source '{backend.text.strip()}' is not /dev/random or /dev/urandom"
+
+
+def _audio(element: etree._Element, _context: _Context) -> Iterator[str]:
+    kind = element.get("type", "none")
+    if kind not in _SAFE_AUDIO:
+        yield f"audio backend '{kind}' uses the host's sound system"
+
+
+def _render_node(element: etree._Element, _context: _Context) -> Iterator[str]:
+    if element.get("rendernode"):
+        yield f"rendernode '{element.get('rendernode')}' is a host GPU device"
+
+
+def _on_crash(element: etree._Element, _context: _Context) -> Iterator[str]:
+    if (element.text or "").strip().startswith("coredump"):
+        yield "crash dumps are written outside the sandbox; use destroy or restart"
+
+
+def _backing_store(element: etree._Element, _context: _Context) -> Iterator[str]:
+    if element.find("source") is not None:
+        yield "a disk with a backing store is not allowed; send a flattened image"
+
+
+_RULES: dict[str, Callable[[etree._Element, _Context], Iterator[str]]] = {
+    "emulator": _always("a custom emulator would run a host program of the user's choosing"),
+    "bootloader": _always("a host bootloader program is not allowed"),
+    "seclabel": _always("security labels are set by the host, not the job"),
+    "resource": _always("cgroup partitions are set by the host, not the job"),
+    "hostdev": _always("host devices cannot be passed to a job's guest"),
+    "redirdev": _always("USB redirection reaches host devices"),
+    "shmem": _always("shared memory with the host is not allowed"),
+    "mirror": _always("block-copy mirrors write outside the job's control"),
+    "dataStore": _always("an external data store is not allowed"),
+    "backingStore": _backing_store,
+    "disk": _disk,
+    "filesystem": _filesystem,
+    "interface": _interface,
+    "serial": _chardev,
+    "parallel": _chardev,
+    "console": _chardev,
+    "channel": _chardev,
+    "graphics": _graphics,
+    "input": _input,
+    "tpm": _tpm,
+    "smartcard": _smartcard,
+    "rng": _rng,
+    "audio": _audio,
+    "gl": _render_node,
+    "acceleration": _render_node,
+    "on_crash": _on_crash,
+}
+
+
+# --- image headers ----------------------------------------------------------------------------
+
+_QCOW2_MAGIC = b"QFI\xfb"
+_QCOW2_DATA_FILE_EXT = 0x44415441
+_VMDK_MAGIC = b"KDMV"
+_EXTENT = re.compile(r'^\s*(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"([^"]*)")?', re.MULTILINE)
+
+
+def read_image_header(path: Path, fmt: str) -> ImageHeader:
+    """Read the header of the image at ``path`` as ``fmt`` (raw, iso, qcow2 or vmdk).
+
+    Reads at most :data:`MAX_HEADER_BYTES`; never follows backing files or extents.
+    """
+    try:
+        with open(path, "rb") as handle:
+            if fmt in ("raw", "iso"):
+                return ImageHeader(fmt, os.fstat(handle.fileno()).st_size)
+            head = handle.read(MAX_HEADER_BYTES)
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror}") from None
+    if fmt == "qcow2":
+        return _qcow2(head)
+    if fmt == "vmdk":
+        return _vmdk(head)
+    raise ImageError(f"format '{fmt}' is not one of {', '.join(CHECKABLE_FORMATS)}")
+
+
+def _qcow2(head: bytes) -> ImageHeader:
+    if len(head) < 72 or not head.startswith(_QCOW2_MAGIC):
+        raise ImageError("not a qcow2 image (bad magic)")
+    version, backing_offset, backing_size = struct.unpack_from(">IQI", head, 4)
+    if version not in (2, 3):
+        raise ImageError(f"qcow2 version {version} is not 2 or 3")
+    (size,) = struct.unpack_from(">Q", head, 24)
+    backing = None
+    if backing_offset:
+        raw = head[backing_offset:backing_offset + backing_size] if backing_offset < len(head) else b""
+        backing = raw.decode("utf-8", "replace") or "(beyond the header)"
+    data_file = None
+    offset = 72
+    if version == 3:
+        if len(head) < 104:
+            raise ImageError("truncated qcow2 version 3 header")
+        (incompatible,) = struct.unpack_from(">Q", head, 72)
+        (offset,) = struct.unpack_from(">I", head, 100)
+        if incompatible & 4:
+            data_file = "(unnamed)"
+    while offset + 8 <= len(head):
+        ext_type, length = struct.unpack_from(">II", head, offset)
+        if ext_type == 0:
+            break
+        if ext_type == _QCOW2_DATA_FILE_EXT:
+            data_file = head[offset + 8:offset + 8 + length].decode("utf-8", "replace")
+        offset += 8 + (length + 7) // 8 * 8
+    return ImageHeader("qcow2", size, backing=backing, data_file=data_file)
+
+
+def _vmdk(head: bytes) -> ImageHeader:
+    if head.startswith(_VMDK_MAGIC):
+        if len(head) < 44:
+            raise ImageError("truncated VMDK header")
+        capacity, _grain, desc_offset, desc_size = struct.unpack_from("<QQQQ", head, 12)
+        start, end = desc_offset * 512, (desc_offset + desc_size) * 512
+        descriptor = head[start:min(end, len(head))].split(b"\0", 1)[0].decode("utf-8", "replace")
+        return ImageHeader("vmdk", capacity * 512, backing=_parent_hint(descriptor))
+    text = head.split(b"\0", 1)[0].decode("utf-8", "replace")
+    if "createType" not in text or len(head) >= MAX_HEADER_BYTES:
+        raise ImageError("not a VMDK image (neither a sparse header nor a descriptor)")
+    extents = _EXTENT.findall(text)
+    if not extents:
+        raise ImageError("VMDK descriptor lists no extents")
+    for _access, _sectors, kind, _name in extents:
+        if kind.upper() in ("VMFSRDM", "VMFSRAW"):
+            raise ImageError(f"VMDK extent type {kind} maps a host device")
+    return ImageHeader("vmdk", sum(int(sectors) for _a, sectors, _k, _n in extents) * 512,
+                       backing=_parent_hint(text),
+                       extents=tuple(name for _a, _s, _k, name in extents if name))
+
+
+def _parent_hint(descriptor: str) -> str | None:
+    """The VMDK descriptor's ``parentFileNameHint`` (a delta image's parent), if any.
+
+    >>> _parent_hint('parentCID=ffffffff\\nparentFileNameHint="base.vmdk"\\n')
+    'base.vmdk'
+    """
+    match = re.search(r'^\s*parentFileNameHint\s*=\s*"([^"]*)"', descriptor, re.MULTILINE)
+    return match.group(1) if match and match.group(1) else None
