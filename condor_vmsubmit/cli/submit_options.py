@@ -1,0 +1,219 @@
+"""The options every submit frontend shares, and what they do with a spec.
+
+A frontend reads its format into a :class:`VMSpec` and hands it over::
+
+    @click.command(context_settings=CONTEXT_SETTINGS)
+    @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+    @submit_options
+    @reports_errors
+    def main(file: Path, options: SubmitOptions) -> None:
+        submit_spec(load(file, "libvirt"), options)
+
+HTCondor users type ``-name``, ``-pool``, ``-dry-run``: every long option also has
+its single-dash spelling.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import click
+
+from ..errors import InputError
+from ..spec import VMSpec
+from ..translate import (TARGETS, SubmitDescription, Target, TranslateOptions, parse_append,
+                         safe_file_stem, translate)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """The shared command-line options, as one value."""
+
+    dry_run: bool = False
+    as_json: bool = False
+    target: Target = "runner"
+    hypervisor: str | None = None
+    name: str | None = None
+    pool: str | None = None
+    spool: bool = False
+    queue: int = 1
+    batch_name: str | None = None
+    append: tuple[tuple[str, str], ...] = ()
+    output_dir: Path | None = None
+    strict: bool = False
+    no_transfer_disks: bool = False
+    local: bool = False
+
+
+def _append_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple:
+    try:
+        return parse_append(value)
+    except InputError as error:
+        raise click.BadParameter(error.message) from None
+
+
+def _hypervisor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    name = value.strip().lower()
+    if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+        raise click.BadParameter(f"'{value}' is not a hypervisor name such as kvm, qemu, xen or any")
+    return name
+
+
+_OPTIONS = (
+    click.option("--dry-run", "-dry-run", "dry_run", is_flag=True,
+                 help="Print the submit description; contact nothing."),
+    click.option("--json", "-json", "as_json", is_flag=True,
+                 help="With --dry-run: print the description, files and notes as JSON."),
+    click.option("--target", "-target", type=click.Choice(TARGETS), default="runner", show_default=True,
+                 help="runner: vanilla job run by condor_vm_runner; vm-universe: stock universe = vm."),
+    click.option("--hypervisor", "-hypervisor", callback=_hypervisor, metavar="NAME",
+                 help="Hypervisor to match (kvm, qemu, xen, a script-managed one, or any)."),
+    click.option("--name", "-name", metavar="SCHEDD", help="Submit to this schedd."),
+    click.option("--pool", "-pool", metavar="HOST[:PORT]", help="Find the schedd through this collector."),
+    click.option("--spool", "-spool", is_flag=True, help="Spool the input files to the schedd."),
+    click.option("--queue", "-queue", type=click.IntRange(min=1), default=1, show_default=True,
+                 metavar="N", help="Submit N copies in one transaction."),
+    click.option("--batch-name", "-batch-name", metavar="NAME", help="Batch name shown by condor_q."),
+    click.option("--append", "-append", "-a", multiple=True, metavar="KEY=VALUE", callback=_append_pairs,
+                 help="Add or replace a submit command (repeatable), like condor_submit -append."),
+    click.option("--output-dir", "-output-dir", type=click.Path(path_type=Path, file_okay=False),
+                 help="Where the spec file, logs and job output go [default: ./NAME.vmjob]."),
+    click.option("--strict", "-strict", is_flag=True,
+                 help="Refuse instead of warn when the target cannot express the VM."),
+    click.option("--no-transfer-disks", "-no-transfer-disks", is_flag=True,
+                 help="Leave disks in place: they are pre-staged on execute nodes."),
+    click.option("--local", "-local", is_flag=True,
+                 help="Run the VM on this machine through the runner, without a pool."),
+)
+_FIELDS = tuple(f.name for f in fields(SubmitOptions))
+
+
+def submit_options(function: F) -> F:
+    """Add the shared options to a click command; it receives them as ``options``."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = SubmitOptions(**{key: kwargs.pop(key) for key in _FIELDS})
+        return function(*args, options=options, **kwargs)
+
+    for option in reversed(_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def submit_spec(spec: VMSpec, options: SubmitOptions, extra_input_files: Iterable[str | Path] = ()) -> None:
+    """Translate ``spec``; print it (--dry-run), run it here (--local) or submit it."""
+    extra = tuple(str(Path(path).absolute()) for path in extra_input_files)
+    if options.local and not options.dry_run:
+        sys.exit(_run_local(spec, options, extra))
+    output_dir = (options.output_dir or Path.cwd() / f"{safe_file_stem(spec.name)}.vmjob").absolute()
+    runner = None
+    if not options.dry_run and options.target == "runner":
+        from ..submit import configured_runner
+
+        runner = configured_runner()
+    description = translate(spec, _translate_options(options, output_dir, extra, runner))
+    if not options.as_json:
+        _print_notes(description)
+    if options.dry_run:
+        _dry_run(description, options, output_dir)
+        return
+    _check_inputs(description)
+    write_staged(description)
+    from ..submit import submit
+
+    result = submit(description.text(), count=options.queue, spool=options.spool,
+                    name=options.name, pool=options.pool)
+    for warning in result.warnings:
+        click.echo(f"{_prog()}: warning: {warning}", err=True)
+    if options.as_json:
+        import json
+
+        click.echo(json.dumps({"cluster": result.cluster, "count": result.count,
+                               "output_dir": str(output_dir)}))
+    else:
+        click.echo(f"{result.count} job(s) submitted to cluster {result.cluster}.")
+
+
+def _translate_options(options: SubmitOptions, output_dir: Path, extra: tuple[str, ...],
+                       runner: str | None) -> TranslateOptions:
+    base = TranslateOptions(
+        target=options.target, hypervisor=options.hypervisor, output_dir=str(output_dir),
+        transfer_disks=not options.no_transfer_disks, strict=options.strict,
+        batch_name=options.batch_name, append=options.append, extra_input_files=extra,
+        queue=options.queue,
+    )
+    return replace(base, runner=runner) if runner else base
+
+
+def _dry_run(description: SubmitDescription, options: SubmitOptions, output_dir: Path) -> None:
+    if options.output_dir is not None:
+        write_staged(description)
+    elif description.staged:
+        names = ", ".join(Path(s.path).name for s in description.staged)
+        click.echo(f"{_prog()}: note: {names} would be written to {output_dir} (dry run: nothing written)",
+                   err=True)
+    if options.as_json:
+        import json
+
+        click.echo(json.dumps(description.to_dict(), indent=2))
+    else:
+        click.echo(description.text(), nl=False)
+
+
+def write_staged(description: SubmitDescription) -> None:
+    """Write the spec file and the copy of the user's XML where the description names them."""
+    for staged in description.staged:
+        path = Path(staged.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if staged.copy_of is not None:
+                shutil.copyfile(staged.copy_of, path)
+            else:
+                path.write_text(staged.text or "")
+        except OSError as error:
+            raise InputError(f"cannot write: {error.strerror}", path=path) from None
+
+
+def _check_inputs(description: SubmitDescription) -> None:
+    """Every file the job transfers exists now (the shadow would fail much later)."""
+    staged = {s.path for s in description.staged}
+    for path in description.input_files:
+        if path not in staged and not Path(path).is_file():
+            raise InputError("input file not found (use --no-transfer-disks for pre-staged disks)", path=path)
+
+
+def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> int:
+    """Stage the job's files in a temporary folder and run the runner here."""
+    from ..runner.local import run_local
+
+    with tempfile.TemporaryDirectory(prefix="vmsubmit-local-") as folder:
+        output_dir = options.output_dir.absolute() if options.output_dir else Path(folder)
+        description = translate(spec, _translate_options(replace(options, target="runner"), output_dir,
+                                                          extra, None))
+        _print_notes(description)
+        _check_inputs(description)
+        write_staged(description)
+        return run_local(spec, list(description.input_files))
+
+
+def _print_notes(description: SubmitDescription) -> None:
+    for note in description.notes:
+        label = "warning" if note.level == "warning" else "note"
+        click.echo(f"{_prog()}: {label}: {note.source}: {note.message}", err=True)
+
+
+def _prog() -> str:
+    context = click.get_current_context(silent=True)
+    return (context.find_root().info_name if context else None) or "condor_vmsubmit"
+
