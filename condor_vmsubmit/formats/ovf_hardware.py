@@ -163,6 +163,9 @@ def disks(devices: list[Device], disk_defs: dict[str, DiskDef], files: dict[str,
             found.append(_disk(device, "cdrom", buses, disk_defs, files, warnings))
         elif kind_ == FLOPPY:
             found.append(_disk(device, "floppy", buses, disk_defs, files, warnings))
+    sources = [d.source for d in found if d.device == "disk" and d.source]
+    for shared in sorted({s for s in sources if sources.count(s) > 1}):
+        warnings.append(f"several disks use the same file '{shared}'")
     return tuple(found)
 
 
