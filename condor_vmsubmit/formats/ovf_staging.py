@@ -59,6 +59,50 @@ def stage_disks(spec: VMSpec, staging_dir: str | Path, *, progress: bool = False
     return StagedFiles(paths, tuple(warnings))
 
 
+def plan_disks(spec: VMSpec, staging_dir: str | Path) -> StagedFiles:
+    """Where :func:`stage_disks` would put each file, checking names but reading no file data."""
+    if spec.source_path is None:
+        raise InputError("the spec does not say which appliance it was read from")
+    appliance = open_appliance(spec.source_path, system=spec.extras.get("ovf_system") or None)
+    files = {ref.href: ref for ref in references(appliance.root).values()}
+    paths = {}
+    for href in dict.fromkeys(d.source for d in spec.disks if d.source):
+        ref = files.get(href)
+        if appliance.ova is not None:
+            name = member_path(appliance.ova.base, href, spec.source_path)
+            if name not in appliance.ova.members:
+                raise InputError(f"the OVA has no member '{name}' for file reference '{href}'",
+                                 path=spec.source_path)
+            paths[href] = Path(staging_dir) / _staged_name(name, ref)
+        elif _is_gzip(ref):
+            _local_file(Path(spec.source_path), href)
+            paths[href] = Path(staging_dir) / _staged_name(member_path("", href, spec.source_path), ref)
+        else:
+            paths[href] = _local_file(Path(spec.source_path), href)
+    return StagedFiles(paths, ())
+
+
+def _is_gzip(ref: FileRef | None) -> bool:
+    return ref is not None and ref.compression == "gzip"
+
+
+def _staged_name(name: str, ref: FileRef | None) -> str:
+    """The file name in the staging folder: the member name, without ``.gz`` once gunzipped."""
+    return name[:-3] if _is_gzip(ref) and name.endswith(".gz") else name
+
+
+def _local_file(descriptor: Path, href: str) -> Path:
+    """The file ``href`` names next to ``descriptor``; refuses what resolves outside its folder."""
+    folder = descriptor.resolve().parent
+    local = (folder / member_path("", href, descriptor)).resolve()
+    if folder not in local.parents:
+        raise UnsafeInputError(f"file reference '{href}' resolves to {local}, outside {folder}",
+                               path=descriptor)
+    if not local.is_file():
+        raise InputError(f"file '{href}' named by the descriptor is missing", path=descriptor)
+    return local
+
+
 def _stage_from_ova(index: ova.OvaIndex, hrefs: list[str], files: dict[str, FileRef], staging: Path,
                     warnings: list[str], progress: bool) -> dict[str, Path]:
     manifest_name = f"{index.path}!{index.manifest.name}" if index.manifest else index.path
@@ -91,7 +135,6 @@ def _ova_manifest(index: ova.OvaIndex) -> dict[str, Digest] | None:
 
 def _stage_from_folder(descriptor: Path, hrefs: list[str], files: dict[str, FileRef], staging: Path,
                        warnings: list[str], progress: bool) -> dict[str, Path]:
-    folder = descriptor.resolve().parent
     manifest = next((p for p in (descriptor.with_suffix(".mf"), descriptor.with_suffix(".MF")) if p.exists()), None)
     digests = parse_manifest(manifest.read_text(errors="replace"), manifest) if manifest else None
     if digests is not None:
@@ -101,17 +144,12 @@ def _stage_from_folder(descriptor: Path, hrefs: list[str], files: dict[str, File
     paths = {}
     for href in hrefs:
         name = member_path("", href, descriptor)
-        local = (folder / name).resolve()
-        if folder not in local.parents:
-            raise UnsafeInputError(f"file reference '{href}' resolves to {local}, outside {folder}",
-                                   path=descriptor)
-        if not local.is_file():
-            raise InputError(f"file '{href}' named by the descriptor is missing", path=descriptor)
+        local = _local_file(descriptor, href)
         expected = _expected(digests, href, warnings)
         ref = files.get(href)
-        if ref is not None and ref.compression == "gzip" or expected is not None:
+        if _is_gzip(ref) or expected is not None:
             with open(local, "rb") as stream:
-                if ref is not None and ref.compression == "gzip":
+                if _is_gzip(ref):
                     paths[href] = _copy(stream, local.stat().st_size, staging, name, ref, expected,
                                         manifest or descriptor, href, progress)
                     continue
@@ -149,7 +187,7 @@ def _copy(stream: BinaryIO, size: int, staging: Path, name: str, ref: FileRef | 
     if ref is not None and ref.chunk_size:
         raise InputError(f"file '{href}' is split into chunks (ovf:chunkSize), which is not supported",
                          path=manifest)
-    target = staging / (name[:-3] if compressed and name.endswith(".gz") else name)
+    target = staging / _staged_name(name, ref)
     target.parent.mkdir(parents=True, exist_ok=True)
     algorithm = expected.algorithm if expected else "sha1"
     with open(target, "wb") as out:
