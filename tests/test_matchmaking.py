@@ -1,0 +1,117 @@
+"""Offline matchmaking with classad2: the translator's Requirements against machine ads.
+
+The machine ads below advertise what docs/attributes.md says execute nodes advertise
+(VM_TYPES, VM_HYPERVISORS, VM_<HV>_ATTR_*) next to the stock VM universe attributes
+(HasVM, VM_Type, VM_Memory), whose names clash case-insensitively with the job's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import htcondor2  # noqa: F401 - registers HTCondor's string-list functions with classad2
+import classad2
+import pytest
+
+from condor_vmsubmit.formats.libvirt import load
+from condor_vmsubmit.spec import VMSpec
+from condor_vmsubmit.translate import SubmitDescription, TranslateOptions, translate
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
+
+# condor_submit's names for the request commands in the job ad.
+_JOB_ATTRS = {"request_cpus": "RequestCpus", "request_memory": "RequestMemory",
+              "request_disk": "RequestDisk", "requirements": "Requirements"}
+
+HYPERVISOR_FACTS = {"MAX_VCPUS": "255", "EFI": "true", "DISK_BUSES": '"ide,fdc,scsi,virtio,usb,sata"',
+                    "NIC_MODELS": '"virtio,e1000,e1000e,rtl8139"'}
+
+
+def job_ad(description: SubmitDescription) -> classad2.ClassAd:
+    """The job ad condor_submit makes from these commands (the parts Requirements read)."""
+    lines = []
+    for key, value in description.commands:
+        if key.startswith("MY."):
+            lines.append(f"{key[3:]} = {value}")
+        elif key in _JOB_ATTRS:
+            lines.append(f"{_JOB_ATTRS[key]} = {value}")
+    return classad2.ClassAd("[" + "; ".join(lines) + "]")
+
+
+def machine_ad(**changes: str | None) -> classad2.ClassAd:
+    """A slot on a node running kvm and qemu; ``NAME=None`` drops an attribute."""
+    attrs = {"MyType": '"Machine"', "Requirements": "true", "Cpus": "8", "Memory": "16384",
+             "Disk": "100000000", "HasVM": "true", "VM_Type": '"kvm"', "VM_Memory": "16384",
+             "VM_TYPES": '"libvirt-managed"', "VM_HYPERVISORS": '"qemu,kvm"'}
+    for hypervisor in ("QEMU", "KVM"):
+        attrs.update({f"VM_{hypervisor}_ATTR_{k}": v for k, v in HYPERVISOR_FACTS.items()})
+    attrs.update(changes)
+    return classad2.ClassAd("[" + "; ".join(f"{k} = {v}" for k, v in attrs.items() if v is not None) + "]")
+
+
+def matches(spec: VMSpec, machine: classad2.ClassAd, **options) -> bool:
+    job = job_ad(translate(spec, TranslateOptions(output_dir="/o", **options)))
+    return machine.matches(job) and job.matches(machine)
+
+
+@pytest.fixture(scope="module")
+def web() -> VMSpec:
+    """kvm, efi, 4 vCPUs, 4 GiB, virtio and sata disks, virtio NICs."""
+    return load(EXAMPLES / "webserver.xml")
+
+
+@pytest.fixture(scope="module")
+def minimal() -> VMSpec:
+    return load(EXAMPLES / "minimal.xml")
+
+
+def test_matches_a_node_that_advertises_what_the_vm_needs(web: VMSpec, minimal: VMSpec) -> None:
+    assert matches(web, machine_ad())
+    assert matches(minimal, machine_ad())
+
+
+def test_facts_a_node_does_not_advertise_are_not_held_against_it(web: VMSpec) -> None:
+    bare = {f"VM_KVM_ATTR_{fact}": None for fact in HYPERVISOR_FACTS}
+    assert matches(web, machine_ad(**bare))
+
+
+def test_fails_without_the_hypervisor(web: VMSpec) -> None:
+    assert not matches(web, machine_ad(VM_HYPERVISORS='"qemu"'))
+    assert not matches(web, machine_ad(VM_HYPERVISORS=None))
+
+
+def test_fails_with_too_little_memory(web: VMSpec) -> None:
+    assert not matches(web, machine_ad(Memory="4096")), "4 GiB guest needs its QEMU overhead too"
+    assert matches(web, machine_ad(Memory="5000"))
+
+
+def test_fails_with_the_wrong_vm_type(web: VMSpec) -> None:
+    assert not matches(web, machine_ad(VM_TYPES='"script-managed"'))
+
+
+def test_stock_vm_universe_attributes_do_not_match(web: VMSpec) -> None:
+    """A node with only the stock HasVM/VM_Type/VM_Memory must not look like ours."""
+    assert not matches(web, machine_ad(VM_TYPES=None, VM_HYPERVISORS=None))
+
+
+def test_fails_with_too_few_cpus_or_vcpus(web: VMSpec) -> None:
+    assert not matches(web, machine_ad(Cpus="2"))
+    assert not matches(web, machine_ad(VM_KVM_ATTR_MAX_VCPUS="2"))
+
+
+def test_efi_needs_firmware(web: VMSpec, minimal: VMSpec) -> None:
+    assert not matches(web, machine_ad(VM_KVM_ATTR_EFI="false"))
+    assert matches(minimal, machine_ad(VM_QEMU_ATTR_EFI="false"))
+
+
+def test_disk_bus_and_nic_model_must_be_offered(web: VMSpec) -> None:
+    assert not matches(web, machine_ad(VM_KVM_ATTR_DISK_BUSES='"ide,virtio"'))
+    assert not matches(web, machine_ad(VM_KVM_ATTR_NIC_MODELS='"e1000"'))
+
+
+def test_hypervisor_choice_from_the_command_line(web: VMSpec) -> None:
+    qemu_only = machine_ad(VM_HYPERVISORS='"qemu"')
+    assert matches(web, qemu_only, hypervisor="qemu")
+    assert matches(web, qemu_only, hypervisor="any")
+    assert not matches(web, machine_ad(VM_HYPERVISORS='""'), hypervisor="any")
+    assert not matches(web, qemu_only, hypervisor="xen")

@@ -1,0 +1,226 @@
+"""translate.py: the runner and stock VM universe targets on the shipped examples."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from condor_vmsubmit import jobcontract
+from condor_vmsubmit.errors import InputError, TargetError
+from condor_vmsubmit.formats.libvirt import load
+from condor_vmsubmit.spec import Disk, KernelBoot, Nic, VMSpec
+from condor_vmsubmit.translate import (TranslateOptions, classad_string, request_memory_mib,
+                                       translate)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
+OUT = "/srv/jobs/out"
+
+
+@pytest.fixture(scope="module")
+def web() -> VMSpec:
+    return load(EXAMPLES / "webserver.xml")
+
+
+@pytest.fixture(scope="module")
+def kernel() -> VMSpec:
+    return load(EXAMPLES / "kernel-boot.xml")
+
+
+def runner(spec: VMSpec, **options) -> dict[str, str]:
+    return dict(translate(spec, TranslateOptions(output_dir=OUT, **options)).commands)
+
+
+def test_runner_job_shape(web: VMSpec) -> None:
+    description = translate(web, TranslateOptions(output_dir=OUT))
+    commands = dict(description.commands)
+    assert len(commands) == len(description.commands), "a command is emitted twice"
+    assert commands["universe"] == "vanilla"
+    assert commands["executable"] == jobcontract.DEFAULT_RUNNER
+    assert commands["transfer_executable"] == "false"
+    assert commands["initialdir"] == OUT
+    assert commands["request_cpus"] == "4"
+    assert commands["request_memory"] == str(request_memory_mib(4 * 1024**3))
+    assert commands["checkpoint_exit_code"] == str(jobcontract.EXIT_CHECKPOINTED)
+    assert commands["transfer_checkpoint_files"] == jobcontract.CHECKPOINT_DIR
+    assert commands["want_graceful_removal"] == "false"
+    assert commands["want_io_proxy"] == "true"
+    for code in jobcontract.HOLD_EXIT_CODES:
+        assert str(code) in commands["on_exit_hold"]
+    assert f"MY.{jobcontract.HOLD_REASON_ATTR}" in commands["on_exit_hold_reason"]
+    assert description.text().endswith("\nqueue\n")
+
+
+def test_request_memory_adds_the_documented_overhead() -> None:
+    guest = 4 * 1024**3
+    overhead = jobcontract.QEMU_OVERHEAD_BYTES + guest * jobcontract.QEMU_OVERHEAD_FRACTION
+    assert request_memory_mib(guest) == math.ceil((guest + overhead) / 1024**2)
+    assert request_memory_mib(guest) > 4096
+
+
+def test_runner_transfers_spec_xml_and_disks(web: VMSpec) -> None:
+    description = translate(web, TranslateOptions(output_dir=OUT))
+    assert description.input_files == (
+        f"{OUT}/{jobcontract.SPEC_FILE}", f"{OUT}/{jobcontract.DOMAIN_XML_FILE}",
+        "/var/lib/libvirt/images/web01-system.qcow2", "/var/lib/libvirt/images/web01-data.img",
+        "/var/lib/libvirt/images/web01-seed.iso")
+    assert dict(description.commands)["transfer_input_files"] == ",".join(description.input_files)
+    spec_file, xml = description.staged
+    assert VMSpec.from_json(spec_file.text) == web
+    assert xml.copy_of == str(EXAMPLES / "webserver.xml")
+
+
+def test_no_transfer_disks_leaves_them_in_place(web: VMSpec) -> None:
+    description = translate(web, TranslateOptions(output_dir=OUT, transfer_disks=False))
+    assert not any(path.startswith("/var/lib") for path in description.input_files)
+    assert dict(description.commands)["MY.VM_ATTR_DISKS_TRANSFERRED"] == "false"
+    assert sum("--no-transfer-disks" in note.message for note in description.notes) == 3
+
+
+def test_kernel_boot_transfers_kernel_and_initrd(kernel: VMSpec) -> None:
+    files = translate(kernel, TranslateOptions(output_dir=OUT)).input_files
+    assert "/boot/vmlinuz" in files and "/srv/vm/initramfs.cpio.gz" in files
+
+
+def test_relative_disk_paths_resolve_against_the_source(tmp_path: Path) -> None:
+    xml = tmp_path / "vm.xml"
+    xml.write_text("<domain type='qemu'><name>rel</name><memory>65536</memory><devices>"
+                   "<disk type='file'><driver type='qcow2'/><source file='disks/a.qcow2'/>"
+                   "<target dev='vda'/></disk></devices></domain>")
+    files = translate(load(xml), TranslateOptions(output_dir=OUT)).input_files
+    assert str(tmp_path / "disks" / "a.qcow2") in files
+
+
+def test_vm_attributes_and_quoting(web: VMSpec) -> None:
+    commands = runner(web)
+    assert commands["MY.VM_TYPE"] == '"libvirt-managed"'
+    assert commands["MY.VM_HYPERVISOR"] == '"kvm"'
+    assert commands["MY.VM_ATTR_VCPUS"] == "4"
+    assert commands["MY.VM_ATTR_MEMORY_MB"] == "4096"
+    assert commands["MY.VM_ATTR_FIRMWARE"] == '"efi"'
+    assert commands["MY.VM_ATTR_DISKS"] == "2"
+    assert commands["MY.VM_ATTR_CDROMS"] == "1"
+    assert commands["MY.VM_ATTR_NICS"] == "2"
+    assert commands["MY.VM_ATTR_DISK_BUSES"] == '"sata,virtio"'
+    assert commands["MY.VM_ATTR_NIC_MODELS"] == '"virtio"'
+    assert commands["MY.VM_KVM_ATTR_CPU_MODE"] == '"host-model"'
+    assert commands["MY.VM_KVM_ATTR_MACHINE"] == '"q35"'
+
+
+def test_classad_strings_survive_classad2_and_submit() -> None:
+    import classad2
+    import htcondor2
+
+    nasty = 'a "quoted" \\ name $(HOME) # not a comment'
+    literal = classad_string(nasty)
+    parsed = htcondor2.Submit(f"MY.X = {literal}\nqueue\n")
+    expanded = parsed.expand("MY.X")
+    assert classad2.ClassAd(f"[X = {expanded}]")["X"] == nasty
+
+
+def test_hypervisor_override_and_any(web: VMSpec) -> None:
+    assert runner(web, hypervisor="qemu")["MY.VM_HYPERVISOR"] == '"qemu"'
+    anything = translate(web, TranslateOptions(output_dir=OUT, hypervisor="any"))
+    commands = dict(anything.commands)
+    assert commands["MY.VM_HYPERVISOR"] == '"any"'
+    assert "VM_KVM_ATTR" not in anything.text()
+    assert "stringListSize(TARGET.VM_HYPERVISORS) > 0" in commands["requirements"]
+    assert any(n.source == "<os>" and n.level == "warning" for n in anything.notes), "efi unchecked for any"
+
+
+def test_unknown_hypervisor_is_script_managed(web: VMSpec) -> None:
+    commands = runner(web, hypervisor="qemu-direct")
+    assert commands["MY.VM_TYPE"] == '"script-managed"'
+    assert "TARGET.VM_QEMU_DIRECT_ATTR_MAX_VCPUS" in commands["requirements"]
+
+
+def test_requirements_scope_every_reference(web: VMSpec) -> None:
+    import re
+
+    requirements = runner(web)["requirements"]
+    strings = re.sub(r'"[^"]*"', '""', requirements)
+    names = re.findall(r"\b([A-Za-z_][A-Za-z0-9_.]*)\b(?!\s*\()", strings)
+    bare = [n for n in names if "." not in n and n not in ("undefined", "true", "false")]
+    assert bare == [], f"unscoped references: {bare}"
+
+
+def test_vm_universe_target(web: VMSpec) -> None:
+    description = translate(web, TranslateOptions(output_dir=OUT, target="vm-universe"))
+    commands = dict(description.commands)
+    assert commands["universe"] == "vm"
+    assert commands["vm_type"] == "kvm"
+    assert commands["vm_memory"] == "4096"
+    assert commands["vm_vcpus"] == "4"
+    assert commands["vm_disk"] == ("web01-system.qcow2:vda:w:qcow2,web01-data.img:vdb:w:raw,"
+                                   "web01-seed.iso:sda:r:raw")
+    assert commands["vm_networking"] == "true"
+    assert commands["vm_networking_type"] == "nat"
+    assert commands["vm_macaddr"] == "52:54:00:6b:3c:01"
+    assert (commands["input"], commands["output"], commands["error"]) == ("/dev/null",) * 3
+    assert "requirements" not in commands and "MY.VM_TYPE" not in commands
+    warned = {note.source for note in description.notes if note.level == "warning"}
+    assert {"<disk> #3 (sda)", "<interface> #1", "<interface> #2", "<os>", "<vcpu>"} <= warned
+
+
+def test_vm_universe_strict_refuses(web: VMSpec) -> None:
+    with pytest.raises(TargetError) as raised:
+        translate(web, TranslateOptions(output_dir=OUT, target="vm-universe", strict=True))
+    assert raised.value.exit_code == 6
+    assert "--strict" in raised.value.one_line() and "more" in raised.value.one_line()
+
+
+def test_vm_universe_refuses_what_it_cannot_do_at_all(kernel: VMSpec) -> None:
+    with pytest.raises(TargetError, match="at least one disk"):
+        translate(kernel, TranslateOptions(output_dir=OUT, target="vm-universe"))
+
+
+def test_vm_universe_qemu_and_shared_folders_are_warned(kernel: VMSpec) -> None:
+    spec = replace(kernel, disks=(Disk(source="/img/a.raw", format="raw", target="vda"),))
+    description = translate(spec, TranslateOptions(output_dir=OUT, target="vm-universe"))
+    messages = " ".join(n.message for n in description.notes if n.level == "warning")
+    assert "no plain QEMU" in messages and "shared folders" in messages and "kernel boot" in messages
+    assert dict(description.commands)["vm_disk"] == "a.raw:vda:w:raw"
+
+
+def test_strict_runner_accepts_a_plain_vm(web: VMSpec) -> None:
+    translate(web, TranslateOptions(output_dir=OUT, strict=True))
+
+
+def test_append_replaces_or_adds(web: VMSpec) -> None:
+    description = translate(web, TranslateOptions(
+        output_dir=OUT, append=(("request_memory", "9000"), ("MY.Project", '"vm"'))))
+    commands = dict(description.commands)
+    assert commands["request_memory"] == "9000" and commands["MY.Project"] == '"vm"'
+    assert [k for k, _ in description.commands].count("request_memory") == 1
+
+
+def test_batch_name_queue_and_extra_files(web: VMSpec) -> None:
+    description = translate(web, TranslateOptions(output_dir=OUT, batch_name="run $1", queue=3,
+                                                  extra_input_files=("/data/extra.bin",)))
+    assert dict(description.commands)["batch_name"] == "run $(DOLLAR)1"
+    assert "/data/extra.bin" in description.input_files
+    assert description.text().endswith("\nqueue 3\n")
+
+
+def test_same_file_name_twice_is_refused(web: VMSpec) -> None:
+    spec = replace(web, disks=(Disk(source="/a/disk.img"), Disk(source="/b/disk.img")))
+    with pytest.raises(InputError, match="share the name 'disk.img'"):
+        translate(spec, TranslateOptions(output_dir=OUT))
+
+
+def test_comma_in_a_path_is_refused(web: VMSpec) -> None:
+    spec = replace(web, disks=(Disk(source="/a/b,c.img"),))
+    with pytest.raises(InputError, match="contains ','"):
+        translate(spec, TranslateOptions(output_dir=OUT))
+
+
+def test_non_file_disks_are_warned_for_the_runner() -> None:
+    spec = VMSpec(source_format="vmdk", name="n", vcpus=1, memory_bytes=2**30,
+                  disks=(Disk(source="rbd://host/pool", source_type="network"),),
+                  nics=(Nic(model="e1000"),), kernel_boot=KernelBoot(kernel="/k"))
+    description = translate(spec, TranslateOptions(output_dir=OUT))
+    assert any(n.level == "warning" and "network disk" in n.message for n in description.notes)
+    with pytest.raises(TargetError):
+        translate(spec, TranslateOptions(output_dir=OUT, strict=True))
