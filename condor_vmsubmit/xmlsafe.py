@@ -6,6 +6,7 @@ failure reported as one line naming the file and the line.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lxml import etree
@@ -58,7 +59,10 @@ def parse_file(path: str | Path) -> etree._Element:
     """Read ``path`` (at most the size limit) and parse it with :func:`parse_bytes`."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_XML_BYTES + 1)
+            # Ask for the file's size (not the limit: read(n) allocates n bytes up front);
+            # pipes and devices report 0 and get the limit.
+            size = os.fstat(handle.fileno()).st_size
+            data = handle.read((size if 0 < size <= MAX_XML_BYTES else MAX_XML_BYTES) + 1)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path=path) from None
     return parse_bytes(data, path)

@@ -60,27 +60,31 @@ def spec_from_domain(root: etree._Element, path: str | Path) -> VMSpec:
         warnings.append(f"<name> missing; using '{name}'")
     os_element = root.find("os")
     devices = root.find("devices")
-    device_list = list(devices) if devices is not None else []
     vcpus, vcpus_current = _vcpus(root, path)
     return VMSpec(
         source_format="libvirt",
         name=name,
         vcpus=vcpus,
         vcpus_current=vcpus_current,
-        memory_bytes=_memory_bytes(root, device_list, path),
+        memory_bytes=_memory_bytes(root, devices, path),
         firmware=_firmware(os_element),
         hypervisor=root.get("type"),
         arch=_os_type_attr(os_element, "arch"),
         machine=_os_type_attr(os_element, "machine"),
         kernel_boot=_kernel_boot(os_element),
-        disks=_libvirt_disk_order([d for d in device_list if d.tag == "disk"], path),
-        nics=tuple(_nic(i) for i in device_list if i.tag == "interface"),
-        shared_folders=tuple(_shared_folder(f) for f in device_list if f.tag == "filesystem"),
-        consoles=tuple(_console(c) for c in device_list if c.tag in ("serial", "console")),
+        disks=_libvirt_disk_order(_children(devices, "disk"), path),
+        nics=tuple(_nic(i) for i in _children(devices, "interface")),
+        shared_folders=tuple(_shared_folder(f) for f in _children(devices, "filesystem")),
+        consoles=tuple(_console(c) for c in _children(devices, "serial", "console")),
         extras=_extras(root, os_element),
         source_path=str(path),
         warnings=tuple(warnings),
     )
+
+
+def _children(devices: etree._Element | None, *tags: str) -> list[etree._Element]:
+    """The devices of the given kinds, in document order."""
+    return list(devices.iterchildren(*tags)) if devices is not None else []
 
 
 def _scaled(element: etree._Element, path: str | Path, attribute: str | None = None) -> int:
@@ -98,7 +102,7 @@ def _scaled(element: etree._Element, path: str | Path, attribute: str | None = N
     return kib * 1024
 
 
-def _memory_bytes(root: etree._Element, device_list: list[etree._Element], path: str | Path) -> int:
+def _memory_bytes(root: etree._Element, devices: etree._Element | None, path: str | Path) -> int:
     """Total guest memory as libvirt computes it (virDomainDefPostParseMemory).
 
     ``<memory>`` when given; otherwise the sum of the NUMA cells plus hot-plugged
@@ -111,7 +115,7 @@ def _memory_bytes(root: etree._Element, device_list: list[etree._Element], path:
     cells = root.findall("cpu/numa/cell")
     numa = sum(_scaled(cell, path, "memory") for cell in cells if cell.get("memory"))
     if numa:
-        hotplug = sum(_scaled(size, path) for dev in device_list if dev.tag == "memory"
+        hotplug = sum(_scaled(size, path) for dev in _children(devices, "memory")
                       for size in dev.findall("target/size"))
         return numa + hotplug
     raise InputError("no guest memory: give <memory> or NUMA cells with memory",
