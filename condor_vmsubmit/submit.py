@@ -37,11 +37,12 @@ def find_schedd(name: str | None = None, pool: str | None = None) -> htcondor2.S
         if name is None and pool is None:
             return htcondor2.Schedd()
         collector = htcondor2.Collector(pool) if pool else htcondor2.Collector()
-        if name is None:
-            return htcondor2.Schedd(collector.locate(htcondor2.DaemonType.Schedd))
-        return htcondor2.Schedd(collector.locate(htcondor2.DaemonType.Schedd, name))
+        location = collector.locate(htcondor2.DaemonType.Schedd, name)
     except (htcondor2.HTCondorException, ValueError, RuntimeError) as error:
         raise SubmitError(f"cannot reach {where}: {_reason(error)}") from None
+    if location is None:
+        raise SubmitError(f"cannot find {where}: the collector does not know it")
+    return htcondor2.Schedd(location)
 
 
 def submit(text: str, *, count: int = 1, spool: bool = False,
@@ -59,7 +60,7 @@ def submit(text: str, *, count: int = 1, spool: bool = False,
             if spool:
                 schedd.spool(result)
         except (htcondor2.HTCondorException, ValueError, RuntimeError) as error:
-            raise SubmitError(f"submission failed: {_reason(error)}") from None
+            raise SubmitError(f"submission to the schedd failed: {_reason(error)}") from None
     return Submitted(cluster=result.cluster(), count=result.num_procs(),
                      warnings=tuple(" ".join(str(w.message).split()) for w in caught))
 

@@ -195,8 +195,6 @@ def _check_inputs(description: SubmitDescription) -> None:
 
 def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> int:
     """Stage the job's files in a temporary folder and run the runner here."""
-    from ..runner.local import run_local
-
     with tempfile.TemporaryDirectory(prefix="vmsubmit-local-") as folder:
         output_dir = options.output_dir.absolute() if options.output_dir else Path(folder)
         description = translate(spec, _translate_options(replace(options, target="runner"), output_dir,
@@ -204,6 +202,8 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
         _print_notes(description)
         _check_inputs(description)
         write_staged(description)
+        from ..runner.local import run_local
+
         return run_local(spec, list(description.input_files))
 
 
