@@ -9,6 +9,7 @@ user's XML may reach one.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -123,17 +124,20 @@ def _memory_bytes(root: etree._Element, devices: etree._Element | None, path: st
 
 
 def _vcpus(root: etree._Element, path: str | Path) -> tuple[int, int | None]:
-    """``(maximum, current)`` vCPUs; current is None when it equals the maximum."""
+    """``(maximum, current)`` vCPUs; current is None when it equals the maximum.
+
+    The maximum is ``<vcpu>``; the current count its ``current`` attribute or, as
+    libvirt does, the number of ``<vcpus><vcpu enabled='yes'>`` entries when listed.
+    """
     vcpu = root.find("vcpu")
+    listed = root.findall("vcpus/vcpu")
+    enabled = sum(1 for v in listed if v.get("enabled", "yes") == "yes") if listed else None
     if vcpu is None or not (vcpu.text or "").strip():
-        enabled = root.findall("vcpus/vcpu")
-        if enabled:
-            current = sum(1 for v in enabled if v.get("enabled", "yes") == "yes")
-            return len(enabled), (current if current != len(enabled) else None)
-        return 1, None
+        maximum = len(listed) or 1
+        return maximum, (enabled if enabled not in (None, maximum) else None)
     maximum = _positive_int(vcpu.text, vcpu, path)
     current_text = vcpu.get("current")
-    current = _positive_int(current_text, vcpu, path) if current_text else None
+    current = _positive_int(current_text, vcpu, path) if current_text else enabled
     return maximum, (current if current != maximum else None)
 
 
@@ -354,15 +358,51 @@ def _extras(root: etree._Element, os_element: etree._Element | None) -> dict[str
     return extras
 
 
-def validate_rng(root: etree._Element, path: str | Path, rng_path: Path = RNG_PATH) -> None:
-    """Validate against libvirt's installed RelaxNG schema; one line naming the first violation."""
+def validate_rng(root: etree._Element, path: str | Path, rng_path: Path | None = None) -> None:
+    """Validate against libvirt's installed RelaxNG schema (compiled once per process).
+
+    libxml2 blames a whole section ("Element domain failed to validate content" at
+    ``/domain/devices``); the one-line error names the first device of that section
+    which fails on its own, with its line.
+    """
+    rng_path = rng_path or RNG_PATH
     if not rng_path.exists():
-        raise InputError(f"cannot validate: libvirt's schema {rng_path} is not installed "
+        raise InputError(f"cannot validate: libvirt's RelaxNG schema {rng_path} is not installed "
                          "(Debian package libvirt0)", path=path)
     schema = _relaxng(str(rng_path))
-    if not schema.validate(root.getroottree()):
-        error = schema.error_log.last_error
-        raise InputError(f"not valid against {rng_path.name}: {error.message}", path=path, line=error.line)
+    if schema.validate(root):
+        return
+    error = schema.error_log.last_error
+    culprit = _first_invalid_child(schema, root, error.path)
+    if culprit is not None:
+        raise InputError(f"not valid against {rng_path.name}: <{culprit.tag}> in <{culprit.getparent().tag}> "
+                         "does not match libvirt's schema", path=path, line=culprit.sourceline)
+    where = f" at {error.path}" if error.path else ""
+    raise InputError(f"not valid against {rng_path.name}{where}: {error.message}", path=path, line=error.line)
+
+
+def _first_invalid_child(schema: etree.RelaxNG, root: etree._Element, section_path: str | None
+                         ) -> etree._Element | None:
+    """The first child of the section at ``section_path`` that fails the schema as its only child."""
+    if not section_path:
+        return None
+    trial = copy.deepcopy(root)
+    try:
+        sections = trial.getroottree().xpath(section_path)
+    except etree.XPathError:
+        return None
+    if not sections or not isinstance(sections[0], etree._Element) or sections[0] is trial:
+        return None
+    section = sections[0]
+    children = list(section)
+    for child in children:
+        section.remove(child)
+    for child in children:
+        section.append(child)
+        if not schema.validate(trial):
+            return child
+        section.remove(child)
+    return None
 
 
 _RNG_CACHE: dict[str, etree.RelaxNG] = {}
