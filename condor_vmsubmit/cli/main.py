@@ -1,4 +1,4 @@
-"""``condor_vmsubmit``: tools around VM specs (inspect, and later policy-check)."""
+"""``condor_vmsubmit``: tools around VM specs (inspect, policy-check)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,46 @@ def inspect(file: Path, as_json: bool, validate: bool) -> None:
     from .inspect_view import render
 
     render(spec, Console())
+
+
+@main.command("policy-check")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--policy", "-policy", "stylesheets", multiple=True, metavar="XSL",
+              type=click.Path(path_type=Path, dir_okay=False), help="An admin policy stylesheet (repeatable).")
+@click.option("--max-memory", metavar="SIZE", help="Reject more guest memory than this (e.g. 4GiB).")
+@click.option("--max-vcpus", type=click.IntRange(min=1), help="Reject more vcpus than this.")
+@click.option("--allow-network", multiple=True, metavar="NAME", help="A libvirt network or bridge jobs may join.")
+@click.option("--allow-bus", multiple=True, metavar="BUS", help="A disk bus jobs may use (default: any).")
+@click.option("--xml", "show_xml", is_flag=True, help="Also print the domain XML the policy produced.")
+@reports_errors
+def policy_check(file: Path, stylesheets: tuple[Path, ...], max_memory: str | None, max_vcpus: int | None,
+                 allow_network: tuple[str, ...], allow_bus: tuple[str, ...], show_xml: bool) -> None:
+    """Show what the admin policy does to the libvirt domain FILE: accepted, modified or rejected.
+
+    Without policy options, the policy comes from this machine's HTCondor configuration
+    (VMSUBMIT_POLICY_XSLT, VMSUBMIT_MAX_MEMORY_MB, VMSUBMIT_MAX_VCPUS, VMSUBMIT_ALLOWED_NETWORKS,
+    VMSUBMIT_ALLOWED_BUSES).  Exits 5 when the policy rejects the VM.
+    """
+    from lxml import etree
+
+    from ..errors import InputError, PolicyRejected
+    from ..policy import Policy, apply_policy
+    from ..units import UnitError, parse_size
+    from ..xmlsafe import parse_file
+
+    if stylesheets or max_memory or max_vcpus or allow_network or allow_bus:
+        try:
+            memory = parse_size(max_memory) if max_memory else None
+        except UnitError as exc:
+            raise InputError(f"--max-memory: {exc}") from None
+        policy = Policy(stylesheets, memory, max_vcpus, frozenset(allow_network), frozenset(allow_bus))
+    else:
+        policy = Policy.from_config()
+    result = apply_policy(parse_file(file), policy, path=file)
+    click.echo(f"policy: {result.verdict}")
+    for line in result.changes + tuple(f"note: {note}" for note in result.notes):
+        click.echo(f"  {line}")
+    if result.verdict == "rejected":
+        raise PolicyRejected(f"policy rejected the VM: {result.reason}", path=file)
+    if show_xml:
+        click.echo(etree.tostring(result.root, encoding="unicode"))
