@@ -444,7 +444,12 @@ class _Builder:
         clauses = [f"({max_vcpus} =?= undefined || {max_vcpus} >= MY.VM_ATTR_VCPUS)"]
         if self.spec.firmware == "efi":
             clauses.append(f"TARGET.{hypervisor_attr(hypervisor, 'efi')} =!= false")
-        for fact, values in (("disk_buses", self.disk_buses()), ("nic_models", self.nic_models())):
+        if any(share.driver == "virtiofs" for share in self.spec.shared_folders):
+            clauses.append(f"TARGET.{hypervisor_attr(hypervisor, 'virtiofs')} =!= false")
+        wanted = (("arches", [self.spec.arch.lower()] if self.spec.arch else []),
+                  ("machine_types", [self.spec.machine] if self.spec.machine else []),
+                  ("disk_buses", self.disk_buses()), ("nic_models", self.nic_models()))
+        for fact, values in wanted:
             listed = f"TARGET.{hypervisor_attr(hypervisor, fact)}"
             for value in values:
                 clauses.append(f"({listed} =?= undefined || stringListIMember({classad_string(value)}, {listed}))")

@@ -7,6 +7,7 @@ The machine ads below advertise what docs/attributes.md says execute nodes adver
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import htcondor2  # noqa: F401 - registers HTCondor's string-list functions with classad2
@@ -14,7 +15,7 @@ import classad2
 import pytest
 
 from condor_vmsubmit.formats.libvirt import load
-from condor_vmsubmit.spec import VMSpec
+from condor_vmsubmit.spec import SharedFolder, VMSpec
 from condor_vmsubmit.translate import SubmitDescription, TranslateOptions, translate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
@@ -24,7 +25,8 @@ _JOB_ATTRS = {"request_cpus": "RequestCpus", "request_memory": "RequestMemory",
               "request_disk": "RequestDisk", "requirements": "Requirements"}
 
 HYPERVISOR_FACTS = {"MAX_VCPUS": "255", "EFI": "true", "DISK_BUSES": '"ide,fdc,scsi,virtio,usb,sata"',
-                    "NIC_MODELS": '"virtio,e1000,e1000e,rtl8139"'}
+                    "NIC_MODELS": '"virtio,e1000,e1000e,rtl8139"', "ARCHES": '"i686,x86_64"',
+                    "MACHINE_TYPES": '"pc,pc-i440fx-7.2,q35,pc-q35-7.2"', "VIRTIOFS": "false"}
 
 
 def job_ad(description: SubmitDescription) -> classad2.ClassAd:
@@ -115,3 +117,16 @@ def test_hypervisor_choice_from_the_command_line(web: VMSpec) -> None:
     assert matches(web, qemu_only, hypervisor="any")
     assert not matches(web, machine_ad(VM_HYPERVISORS='""'), hypervisor="any")
     assert not matches(web, qemu_only, hypervisor="xen")
+
+
+def test_architecture_and_machine_type_must_be_offered(web: VMSpec) -> None:
+    assert not matches(web, machine_ad(VM_KVM_ATTR_ARCHES='"aarch64"'))
+    assert not matches(web, machine_ad(VM_KVM_ATTR_MACHINE_TYPES='"pc,pc-i440fx-7.2"')), "web01 wants q35"
+
+
+def test_virtiofs_shares_need_virtiofs(web: VMSpec) -> None:
+    shared = replace(web, shared_folders=(SharedFolder(source="/data", target="data", driver="virtiofs"),))
+    assert not matches(shared, machine_ad())
+    assert matches(shared, machine_ad(VM_KVM_ATTR_VIRTIOFS="true"))
+    nine_p = replace(web, shared_folders=(SharedFolder(source="/data", target="data", driver="9p"),))
+    assert matches(nine_p, machine_ad())
