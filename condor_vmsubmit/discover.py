@@ -1,0 +1,746 @@
+"""``condor_vm_discover``: what this execute node can run, printed for the startd's cron.
+
+Output (STARTD_CRON format: ``Attr = value`` lines, ClassAd literals, the ad ended by ``-``)::
+
+    VM_TYPES = "libvirt-managed,script-managed"
+    VM_HYPERVISORS = "qemu,qemu-direct"
+    VM_RUNNER_VERSION = "0.1.0"
+    VM_DISCOVERY_ERROR = undefined
+    VM_DISCOVERY_NOTES = "kvm: kvm guest hung entering protected mode"
+    VM_QEMU_ATTR_MAX_VCPUS = 255
+    ...
+    -
+
+The attributes are listed in :data:`NODE_ATTRIBUTES` and :data:`HYPERVISOR_FACTS`; the
+translator (:mod:`condor_vmsubmit.translate`) builds Requirements from the same names.
+
+A hypervisor is advertised only when it really runs a guest: libvirt must list it and
+answer its domain capabilities, and ``qemu`` / ``kvm`` must boot the probe firmware of
+:mod:`condor_vmsubmit.kvmprobe` under TCG / KVM.  Script-managed hypervisors are the
+admin's executables in ``VMSUBMIT_SCRIPT_DIR`` whose ``discover`` action exits 0.
+
+Timing: every probe runs under one deadline (``--timeout``, 1.5 s by default) so the
+program ends in under 2 s even when libvirtd hangs; boot-probe and ``-nic model=help``
+answers are cached in the state directory for ``VMSUBMIT_DISCOVERY_PROBE_TTL`` seconds.
+The probing functions (``probe_*``, ``main``) are the edges; everything from their raw
+answers to the printed text is pure (``guest_types``, ``build_ad``, ``cron_text``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, TypeVar
+
+import click
+from lxml import etree
+
+from . import __version__
+from .cli.common import CONTEXT_SETTINGS, reports_errors
+from .errors import InputError
+from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
+from .translate import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One advertised attribute: its name, ClassAd type and meaning (docs/admin-guide.md)."""
+
+    name: str
+    classad_type: str
+    meaning: str
+
+
+NODE_ATTRIBUTES = (
+    Fact("VM_TYPES", "string list", "libvirt-managed when libvirt runs at least one hypervisor here; "
+                                    "script-managed when at least one admin script discovers"),
+    Fact("VM_HYPERVISORS", "string list", "every hypervisor that really runs a guest here: libvirt domain "
+                                          "types (kvm, qemu, xen ...) and script-managed names"),
+    Fact("VM_RUNNER_VERSION", "string", "version of condor_vmsubmit (and so of condor_vm_runner) here"),
+    Fact("VM_DISCOVERY_ERROR", "string", "why libvirt could not be asked (undefined when it answered)"),
+    Fact("VM_DISCOVERY_NOTES", "string", "why a hypervisor or script was left out (undefined when none)"),
+)
+
+# VM_<HV>_ATTR_<name> for every libvirt hypervisor advertised (scripts print their own).
+HYPERVISOR_FACTS = (
+    Fact("MAX_VCPUS", "integer", "most vCPUs one guest may have: domain capabilities of the default "
+                                 "machine type, lowered to VMSUBMIT_MAX_VCPUS when set"),
+    Fact("MACHINE_TYPES", "string list", "machine types of the host architecture, aliases included"),
+    Fact("ARCHES", "string list", "guest architectures"),
+    Fact("EFI", "boolean", "UEFI firmware is installed and libvirt can use it"),
+    Fact("DISK_BUSES", "string list", "disk buses (domain capabilities), within VMSUBMIT_ALLOWED_BUSES"),
+    Fact("NIC_MODELS", "string list", "NIC models in libvirt's spelling, from the emulator's "
+                                      "-nic model=help (QEMU-based hypervisors only)"),
+    Fact("VIRTIOFS", "boolean", "virtiofs shared folders: QEMU supports them and virtiofsd is installed"),
+    Fact("NETWORKS", "string list", "active libvirt networks named in VMSUBMIT_ALLOWED_NETWORKS"),
+    Fact("BRIDGES", "string list", "host bridges named in VMSUBMIT_ALLOWED_NETWORKS"),
+)
+
+DEFAULT_URI = "qemu:///session"
+DEFAULT_TIMEOUT = 1.5        # seconds for the whole discovery; Python's start-up comes on top
+DEFAULT_PROBE_TTL = 3600     # seconds a cached boot-probe or NIC list stays valid
+KNOB_URI = "VMSUBMIT_LIBVIRT_URI"
+KNOB_SCRIPT_DIR = "VMSUBMIT_SCRIPT_DIR"
+KNOB_STATE_DIR = "VMSUBMIT_DISCOVERY_STATE_DIR"
+KNOB_PROBE_TTL = "VMSUBMIT_DISCOVERY_PROBE_TTL"
+KNOB_NETWORKS = "VMSUBMIT_ALLOWED_NETWORKS"
+KNOB_BUSES = "VMSUBMIT_ALLOWED_BUSES"
+KNOB_MAX_VCPUS = "VMSUBMIT_MAX_VCPUS"
+
+# The QEMU-based domain types: each must boot the probe firmware under its accelerator.
+PROBED_ACCELERATORS = {"qemu": "tcg", "kvm": "kvm"}
+PROBE_ARCHES = ("x86_64", "i686")
+VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
+_SCRIPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+# --- what the edges saw -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LibvirtAnswer:
+    """libvirt's raw answers: capabilities, domain capabilities per domain type (or the error
+    libvirt gave for that type) and the names of its active networks."""
+
+    capabilities: str
+    domain_capabilities: Mapping[str, str] = field(default_factory=dict)
+    domain_errors: Mapping[str, str] = field(default_factory=dict)
+    networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScriptAnswer:
+    """One admin script's ``discover``: available or not, its stdout and why not."""
+
+    hypervisor: str
+    available: bool
+    stdout: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Everything the probes found; :func:`build_ad` turns it into the machine ad."""
+
+    libvirt: LibvirtAnswer | None
+    libvirt_error: str | None = None
+    boot_probes: Mapping[str, ProbeResult] = field(default_factory=dict)   # domain type -> result
+    nic_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # emulator -> models
+    virtiofsd: bool = False
+    bridges: tuple[str, ...] = ()            # allowed names that are host bridges
+    allowed_networks: tuple[str, ...] = ()
+    allowed_buses: tuple[str, ...] = ()
+    max_vcpus: int | None = None             # the admin's VMSUBMIT_MAX_VCPUS
+    scripts: tuple[ScriptAnswer, ...] = ()
+    version: str = __version__
+
+
+@dataclass(frozen=True)
+class GuestType:
+    """One (architecture, domain type) pair libvirt can run, from its capabilities."""
+
+    arch: str
+    domain_type: str
+    emulator: str | None
+    machines: tuple[str, ...]
+
+
+# --- pure: from raw answers to the ad ---------------------------------------------------------
+
+def host_arch(capabilities: str) -> str | None:
+    """The host CPU architecture in libvirt's capabilities XML."""
+    return etree.fromstring(capabilities.encode()).findtext("host/cpu/arch")
+
+
+def guest_types(capabilities: str) -> tuple[GuestType, ...]:
+    """Every (arch, domain type) of full-virtualization and Xen guests in the capabilities XML.
+
+    >>> caps = '''<capabilities><guest><os_type>hvm</os_type><arch name="x86_64">
+    ...   <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    ...   <machine canonical="pc-i440fx-7.2">pc</machine><machine>q35</machine>
+    ...   <domain type="qemu"/><domain type="kvm"><machine>pc-kvm</machine></domain>
+    ... </arch></guest></capabilities>'''
+    >>> [(g.domain_type, g.machines) for g in guest_types(caps)]
+    [('qemu', ('pc', 'pc-i440fx-7.2', 'q35')), ('kvm', ('pc-kvm',))]
+    """
+    found = []
+    root = etree.fromstring(capabilities.encode())
+    for guest in root.iterfind("guest"):
+        if guest.findtext("os_type") not in ("hvm", "xen"):
+            continue
+        for arch in guest.iterfind("arch"):
+            for domain in arch.iterfind("domain"):
+                machine_elements = domain.findall("machine") or arch.findall("machine")
+                found.append(GuestType(
+                    arch=arch.get("name", ""),
+                    domain_type=domain.get("type", ""),
+                    emulator=domain.findtext("emulator") or arch.findtext("emulator"),
+                    machines=_machine_names(machine_elements),
+                ))
+    return tuple(found)
+
+
+def _machine_names(elements: Iterable[etree._Element]) -> tuple[str, ...]:
+    names: list[str] = []
+    for element in elements:
+        for name in (element.text, element.get("canonical")):
+            if name and name.strip() not in names:
+                names.append(name.strip())
+    return tuple(names)
+
+
+def domain_facts(domcaps: str) -> dict[str, int | bool | tuple[str, ...]]:
+    """MAX_VCPUS, EFI, DISK_BUSES and whether QEMU has virtiofs, from domain capabilities XML.
+
+    >>> domain_facts('''<domainCapabilities><vcpu max="255"/><os supported="yes">
+    ...   <enum name="firmware"><value>efi</value></enum></os><devices>
+    ...   <disk supported="yes"><enum name="bus"><value>ide</value><value>virtio</value></enum></disk>
+    ...   <filesystem supported="yes"><enum name="driverType"><value>path</value></enum></filesystem>
+    ... </devices></domainCapabilities>''')
+    {'MAX_VCPUS': 255, 'EFI': True, 'DISK_BUSES': ('ide', 'virtio'), 'VIRTIOFS': False}
+    """
+    root = etree.fromstring(domcaps.encode())
+    facts: dict[str, int | bool | tuple[str, ...]] = {}
+    vcpu_max = root.find("vcpu")
+    if vcpu_max is not None and (vcpu_max.get("max") or "").isdigit():
+        facts["MAX_VCPUS"] = int(vcpu_max.get("max", "0"))
+    firmware = _enum(root, "os/enum[@name='firmware']")
+    loaders = tuple(v.text for v in root.iterfind("os/loader/value") if v.text)
+    # libvirt lists 'efi' when a firmware descriptor names an installed image; older versions
+    # only list loader images.
+    facts["EFI"] = "efi" in firmware or (not root.findall("os/enum[@name='firmware']") and bool(loaders))
+    facts["DISK_BUSES"] = _enum(root, "devices/disk/enum[@name='bus']")
+    facts["VIRTIOFS"] = "virtiofs" in _enum(root, "devices/filesystem/enum[@name='driverType']")
+    return facts
+
+
+def _enum(root: etree._Element, path: str) -> tuple[str, ...]:
+    return tuple(v.text.strip() for v in root.iterfind(f"{path}/value") if v.text and v.text.strip())
+
+
+def nic_models(model_help: str) -> tuple[str, ...]:
+    """NIC models from ``qemu-system-* -nic model=help``, in libvirt's spelling.
+
+    >>> nic_models("Supported NIC models:\\ne1000\\nvirtio-net-pci\\nvirtio-net-pci-transitional\\n")
+    ('e1000', 'virtio', 'virtio-transitional')
+    """
+    models = []
+    for line in model_help.splitlines():
+        name = line.strip()
+        if not name or name.endswith(":") or " " in name:
+            continue
+        if name.startswith("virtio-net-pci"):
+            name = "virtio" + name[len("virtio-net-pci"):]
+        models.append(name)
+    return tuple(models)
+
+
+_LITERAL = re.compile(r'-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|undefined|"([^"\\\n]|\\[^\n])*"',
+                      re.IGNORECASE)
+
+
+def script_facts(hypervisor: str, stdout: str) -> tuple[dict[str, str], list[str]]:
+    """The ``VM_<HV>_ATTR_<NAME> = literal`` lines of a script's discover output, and what was ignored.
+
+    A script may only describe its own hypervisor, and only with ClassAd literals.
+
+    >>> script_facts("qemu-direct", 'VM_QEMU_DIRECT_ATTR_EFI = true\\nVM_TYPES = "x"\\nhello\\n')
+    ({'VM_QEMU_DIRECT_ATTR_EFI': 'true'}, ['VM_TYPES = "x"', 'hello'])
+    """
+    prefix = f"VM_{attribute_part(hypervisor)}_ATTR_"
+    facts: dict[str, str] = {}
+    ignored: list[str] = []
+    for line in stdout.splitlines():
+        name, equals, value = (part.strip() for part in line.partition("="))
+        if not line.strip():
+            continue
+        if (equals and name.upper().startswith(prefix) and re.fullmatch(r"[A-Za-z0-9_]+", name)
+                and len(name) > len(prefix) and _LITERAL.fullmatch(value)):
+            facts[name.upper()] = value
+        else:
+            ignored.append(line.strip())
+    return facts, ignored
+
+
+def usable_hypervisors(observations: Observations) -> tuple[dict[str, GuestType], list[str]]:
+    """The libvirt domain types that really run guests (host-arch guest type of each), and notes
+    on the ones left out."""
+    answer = observations.libvirt
+    if answer is None:
+        return {}, []
+    arch = host_arch(answer.capabilities)
+    usable: dict[str, GuestType] = {}
+    notes: list[str] = []
+    for guest in guest_types(answer.capabilities):
+        kind = guest.domain_type
+        if guest.arch != arch or kind in usable:
+            continue
+        if kind in answer.domain_errors:
+            notes.append(f"{kind}: {answer.domain_errors[kind]}")
+            continue
+        probe = observations.boot_probes.get(kind)
+        if kind in PROBED_ACCELERATORS and (probe is None or not probe.ok):
+            notes.append(f"{kind}: {probe.detail if probe else 'no boot probe for ' + guest.arch}")
+            continue
+        usable[kind] = guest
+    return usable, notes
+
+
+def hypervisor_facts(kind: str, guest: GuestType, observations: Observations) -> dict[str, str]:
+    """``VM_<HV>_ATTR_<NAME>`` → ClassAd literal for one usable libvirt hypervisor."""
+    answer = observations.libvirt
+    assert answer is not None
+    facts: dict[str, int | bool | tuple[str, ...]] = {}
+    domcaps = answer.domain_capabilities.get(kind)
+    if domcaps:
+        facts.update(domain_facts(domcaps))
+    if observations.max_vcpus is not None and "MAX_VCPUS" in facts:
+        facts["MAX_VCPUS"] = min(int(facts["MAX_VCPUS"]), observations.max_vcpus)
+    if observations.allowed_buses and "DISK_BUSES" in facts:
+        allowed = {bus.lower() for bus in observations.allowed_buses}
+        facts["DISK_BUSES"] = tuple(b for b in facts["DISK_BUSES"] if b.lower() in allowed)  # type: ignore[union-attr]
+    facts["VIRTIOFS"] = bool(facts.get("VIRTIOFS")) and observations.virtiofsd
+    facts["MACHINE_TYPES"] = tuple(sorted(guest.machines))
+    facts["ARCHES"] = tuple(sorted({g.arch for g in guest_types(answer.capabilities) if g.domain_type == kind}))
+    if kind in PROBED_ACCELERATORS and guest.emulator in observations.nic_models:
+        facts["NIC_MODELS"] = observations.nic_models[guest.emulator]
+    facts["NETWORKS"] = tuple(n for n in observations.allowed_networks if n in answer.networks)
+    facts["BRIDGES"] = tuple(b for b in observations.allowed_networks if b in observations.bridges)
+    order = [fact.name for fact in HYPERVISOR_FACTS]
+    return {hypervisor_attr(kind, name): classad_literal(facts[name]) for name in order if name in facts}
+
+
+def build_ad(observations: Observations) -> dict[str, str]:
+    """The machine ad: attribute name → ClassAd literal, node attributes first."""
+    usable, notes = usable_hypervisors(observations)
+    hypervisors = list(usable)
+    types = [LIBVIRT_MANAGED] if usable else []
+    script_ads: dict[str, str] = {}
+    for script in observations.scripts:
+        if not script.available:
+            notes.append(f"script {script.hypervisor}: {script.reason}")
+            continue
+        facts, ignored = script_facts(script.hypervisor, script.stdout)
+        if ignored:
+            notes.append(f"script {script.hypervisor}: ignored output {ignored[0]!r}")
+        hypervisors.append(script.hypervisor)
+        script_ads.update(facts)
+    if any(script.available for script in observations.scripts):
+        types.append(SCRIPT_MANAGED)
+    ad = {
+        "VM_TYPES": classad_literal(tuple(types)),
+        "VM_HYPERVISORS": classad_literal(tuple(hypervisors)),
+        "VM_RUNNER_VERSION": classad_literal(observations.version),
+        "VM_DISCOVERY_ERROR": classad_literal(observations.libvirt_error),
+        "VM_DISCOVERY_NOTES": classad_literal("; ".join(notes) if notes else None),
+    }
+    for kind, guest in usable.items():
+        ad.update(hypervisor_facts(kind, guest, observations))
+    ad.update(script_ads)
+    return ad
+
+
+def classad_literal(value: str | int | bool | tuple[str, ...] | None) -> str:
+    """A ClassAd literal: strings quoted and escaped, tuples as comma string lists, None undefined.
+
+    >>> [classad_literal(v) for v in ('a "b"\\\\', 3, False, ("ide", "virtio"), None)]
+    ['"a \\\\"b\\\\"\\\\\\\\"', '3', 'false', '"ide,virtio"', 'undefined']
+    """
+    if value is None:
+        return "undefined"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, tuple):
+        value = ",".join(value)
+    text = " ".join(value.split())  # one line, whatever the source said
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cron_text(ad: Mapping[str, str]) -> str:
+    """STARTD_CRON output: ``Attr = value`` lines, then ``-`` to end the ad.
+
+    >>> print(cron_text({"VM_TYPES": '"script-managed"'}), end="")
+    VM_TYPES = "script-managed"
+    -
+    """
+    return "".join(f"{name} = {value}\n" for name, value in ad.items()) + "-\n"
+
+
+def words(text: str | None) -> tuple[str, ...]:
+    """A knob's comma- or space-separated list.
+
+    >>> words("default, br0  virbr1")
+    ('default', 'br0', 'virbr1')
+    """
+    return tuple(w for w in re.split(r"[\s,]+", text or "") if w)
+
+
+# --- edges: configuration, state, libvirt, QEMU, scripts --------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    """Where to look and how long to wait (command line over knobs over defaults)."""
+
+    uri: str
+    state_dir: Path
+    script_dir: Path | None
+    timeout: float
+    probe_ttl: float
+    allowed_networks: tuple[str, ...] = ()
+    allowed_buses: tuple[str, ...] = ()
+    max_vcpus: int | None = None
+
+
+def knobs(names: Iterable[str]) -> dict[str, str]:
+    """HTCondor configuration values (``htcondor2.param``) of the knobs that are set."""
+    try:
+        import htcondor2
+    except ImportError:
+        return {}
+    found = {}
+    for name in names:
+        value = htcondor2.param.get(name)
+        if value is not None and value.strip():
+            found[name] = value.strip()
+    return found
+
+
+def default_state_dir() -> Path:
+    """A per-user folder in the temp directory: libvirt's session files and the probe cache."""
+    return Path(tempfile.gettempdir()) / f"condor_vm_discover-{os.geteuid()}"
+
+
+def prepare_state_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) or check that an existing one is ours and private."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.lstat()
+    except OSError as error:
+        raise InputError(f"cannot create the state directory: {error.strerror}", path=path) from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise InputError("the state directory is not a directory owned by this user", path=path)
+    if info.st_mode & 0o077:
+        raise InputError("the state directory is open to other users (want mode 0700)", path=path)
+    for sub in ("runtime", "config", "cache"):
+        (path / sub).mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def session_environment(state_dir: Path) -> dict[str, str]:
+    """XDG folders that give ``qemu:///session`` a private daemon and caches under ``state_dir``."""
+    return {"XDG_RUNTIME_DIR": str(state_dir / "runtime"), "XDG_CONFIG_HOME": str(state_dir / "config"),
+            "XDG_CACHE_HOME": str(state_dir / "cache")}
+
+
+class Deadline:
+    """Seconds left until a fixed moment."""
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+
+def in_thread(function: Callable[[], T]) -> Callable[[float], tuple[bool, T | BaseException | None]]:
+    """Start ``function`` in a daemon thread; the returned waiter gives ``(finished, result)``.
+
+    A call stuck in C (a hung libvirtd) cannot be interrupted; the daemon thread is simply
+    abandoned when the program exits.
+    """
+    box: list[T | BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(function())
+        except BaseException as error:  # handed to the waiter
+            box.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def wait(timeout: float) -> tuple[bool, T | BaseException | None]:
+        thread.join(timeout)
+        return (True, box[0]) if box else (False, None)
+
+    return wait
+
+
+def probe_libvirt(uri: str) -> LibvirtAnswer:
+    """Ask libvirt at ``uri`` for its capabilities, per-type domain capabilities and networks."""
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda _context, _error: None, None)  # we report errors ourselves
+    connection = libvirt.open(uri)
+    try:
+        capabilities = connection.getCapabilities()
+        arch = host_arch(capabilities)
+        domcaps: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for guest in guest_types(capabilities):
+            if guest.arch != arch or guest.domain_type in domcaps or guest.domain_type in errors:
+                continue
+            try:
+                domcaps[guest.domain_type] = connection.getDomainCapabilities(
+                    None, guest.arch, None, guest.domain_type, 0)
+            except libvirt.libvirtError as error:
+                errors[guest.domain_type] = " ".join(str(error).split())
+        try:
+            networks = tuple(connection.listNetworks())
+        except libvirt.libvirtError:
+            networks = ()
+        return LibvirtAnswer(capabilities, domcaps, errors, networks)
+    finally:
+        connection.close()
+
+
+class ProbeCache:
+    """Expensive answers (boot probes, NIC lists) kept in a JSON file for ``ttl`` seconds,
+    keyed by what they depend on (the emulator's path, size and modification time)."""
+
+    def __init__(self, path: Path, ttl: float):
+        self.path, self.ttl, self.changed = path, ttl, False
+        try:
+            self.entries: dict[str, dict] = json.loads(path.read_text()).get("entries", {})
+        except (OSError, ValueError, AttributeError):
+            self.entries = {}
+
+    def get(self, key: str) -> object | None:
+        entry = self.entries.get(key)
+        if isinstance(entry, dict) and time.time() - entry.get("at", 0) < self.ttl:
+            return entry.get("value")
+        return None
+
+    def put(self, key: str, value: object) -> None:
+        self.entries[key] = {"at": time.time(), "value": value}
+        self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        partial = self.path.with_suffix(".tmp")
+        partial.write_text(json.dumps({"entries": self.entries}, indent=1))
+        partial.replace(self.path)
+
+
+def emulator_key(kind: str, emulator: str) -> str | None:
+    """A cache key that changes when the emulator binary does (None when it is missing)."""
+    try:
+        info = os.stat(emulator)
+    except OSError:
+        return None
+    return f"{kind}:{emulator}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def probe_qemu(answer: LibvirtAnswer, state_dir: Path, cache: ProbeCache,
+               deadline: Deadline) -> tuple[dict[str, ProbeResult], dict[str, tuple[str, ...]]]:
+    """Boot-probe the QEMU-based domain types and list each emulator's NIC models, in parallel,
+    from the cache when it has them."""
+    arch = host_arch(answer.capabilities)
+    emulators = {g.domain_type: str(g.emulator) for g in guest_types(answer.capabilities)
+                 if g.arch == arch and g.domain_type in PROBED_ACCELERATORS and g.emulator}
+    rom = state_dir / "probe.rom"
+    if not rom.exists() or rom.read_bytes() != probe_rom():
+        rom.write_bytes(probe_rom())
+    timeout = min(PROBE_TIMEOUT, deadline.left())
+    results: dict[str, ProbeResult] = {}
+    booting = {}
+    for kind, emulator in emulators.items():
+        if arch not in PROBE_ARCHES:
+            continue  # no probe firmware for this architecture: not advertised
+        accel = PROBED_ACCELERATORS[kind]
+        key = emulator_key("boot-" + accel, emulator)
+        cached = cache.get(key) if key else None
+        if isinstance(cached, dict):
+            results[kind] = ProbeResult(bool(cached.get("ok")), str(cached.get("detail", "")))
+        else:
+            booting[kind] = (key, in_thread(lambda e=emulator, a=accel: boot_probe(e, a, rom, timeout)))
+    models: dict[str, tuple[str, ...]] = {}
+    listing = {}
+    for emulator in sorted(set(emulators.values())):
+        key = emulator_key("nics", emulator)
+        cached = cache.get(key) if key else None
+        if isinstance(cached, list):
+            models[emulator] = tuple(cached)
+        else:
+            listing[emulator] = (key, in_thread(lambda e=emulator: qemu_nic_help(e)))
+    for kind, (key, wait) in booting.items():
+        finished, value = wait(deadline.left() + 0.1)
+        if not (finished and isinstance(value, ProbeResult)):
+            value = ProbeResult(False, f"{kind} boot probe did not finish in time")
+        results[kind] = value
+        # A probe cut short by the deadline proves nothing: only full-length answers are kept.
+        if key and finished and timeout >= PROBE_TIMEOUT:
+            cache.put(key, {"ok": value.ok, "detail": value.detail})
+    for emulator, (key, wait) in listing.items():
+        finished, text = wait(deadline.left() + 0.1)
+        if finished and isinstance(text, str):
+            models[emulator] = nic_models(text)
+            if key:
+                cache.put(key, list(models[emulator]))
+    return results, models
+
+
+def qemu_nic_help(emulator: str) -> str:
+    """``EMULATOR -nic model=help`` (QEMU prints the models it can emulate, and exits)."""
+    done = subprocess.run([emulator, "-nic", "model=help"], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=PROBE_TIMEOUT, check=False)
+    return done.stdout
+
+
+def host_bridges(names: Iterable[str]) -> tuple[str, ...]:
+    """The ``names`` that are bridge devices on this host."""
+    return tuple(name for name in names
+                 if "/" not in name and Path("/sys/class/net", name, "bridge").is_dir())
+
+
+def start_scripts(script_dir: Path | None, cwd: Path) -> tuple[list[tuple[str, subprocess.Popen]], list[ScriptAnswer]]:
+    """Launch ``SCRIPT discover /dev/null`` for every admin script (there is no job ad yet);
+    scripts that may not run are answered at once."""
+    if script_dir is None:
+        return [], []
+    running, refused = [], []
+    try:
+        entries = sorted(script_dir.iterdir())
+    except OSError as error:
+        return [], [ScriptAnswer(str(script_dir), False, reason=f"cannot list: {error.strerror}")]
+    for script in entries:
+        name = script.name
+        if name.startswith("."):
+            continue
+        reason = script_refusal(script)
+        if reason:
+            refused.append(ScriptAnswer(name, False, reason=reason))
+            continue
+        try:
+            running.append((name, subprocess.Popen(
+                [str(script), "discover", os.devnull], cwd=cwd, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)))
+        except OSError as error:
+            refused.append(ScriptAnswer(name, False, reason=f"cannot run: {error.strerror}"))
+    return running, refused
+
+
+def script_refusal(script: Path) -> str | None:
+    """Why ``script`` may not act as a hypervisor (the runner's rules), or None."""
+    if not _SCRIPT_NAME.match(script.name):
+        return "not a hypervisor name (lower-case letters, digits, '-' and '_')"
+    try:
+        info = script.stat()
+    except OSError as error:
+        return f"cannot stat: {error.strerror}"
+    if not stat.S_ISREG(info.st_mode) or not os.access(script, os.X_OK):
+        return "not an executable file"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "writable by group or others; refusing to run it"
+    return None
+
+
+def collect_scripts(running: list[tuple[str, subprocess.Popen]], deadline: Deadline) -> list[ScriptAnswer]:
+    """Wait for the scripts until the deadline; kill (whole process group) the ones still going."""
+    answers = []
+    for name, process in running:
+        try:
+            stdout, stderr = process.communicate(timeout=deadline.left())
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            answers.append(ScriptAnswer(name, False, reason="discover did not finish in time"))
+            continue
+        if process.returncode == 0:
+            answers.append(ScriptAnswer(name, True, stdout=stdout))
+        else:
+            lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+            why = lines[-1] if lines else ""
+            answers.append(ScriptAnswer(name, False, reason=f"discover exited {process.returncode}"
+                                                           + (f": {why}" if why else "")))
+    return answers
+
+
+def discover(settings: Settings) -> Observations:
+    """Probe everything under one deadline."""
+    deadline = Deadline(settings.timeout)
+    state_dir = prepare_state_dir(settings.state_dir)
+    running, refused = start_scripts(settings.script_dir, state_dir)
+    os.environ.update(session_environment(state_dir))
+    wait_libvirt = in_thread(lambda: probe_libvirt(settings.uri))
+    finished, value = wait_libvirt(deadline.left())
+    answer: LibvirtAnswer | None = None
+    error: str | None = None
+    probes: dict[str, ProbeResult] = {}
+    models: dict[str, tuple[str, ...]] = {}
+    if not finished:
+        error = f"libvirt at {settings.uri} did not answer within {settings.timeout:g} s"
+    elif isinstance(value, LibvirtAnswer):
+        answer = value
+        cache = ProbeCache(state_dir / "probes.json", settings.probe_ttl)
+        probes, models = probe_qemu(answer, state_dir, cache, deadline)
+        cache.save()
+    else:
+        error = f"libvirt at {settings.uri}: " + " ".join(str(value).split())
+    scripts = refused + collect_scripts(running, deadline)
+    return Observations(
+        libvirt=answer, libvirt_error=error, boot_probes=probes, nic_models=models,
+        virtiofsd=any(Path(p).exists() for p in VIRTIOFSD_PATHS) or shutil.which("virtiofsd") is not None,
+        bridges=host_bridges(settings.allowed_networks), allowed_networks=settings.allowed_networks,
+        allowed_buses=settings.allowed_buses, max_vcpus=settings.max_vcpus,
+        scripts=tuple(sorted(scripts, key=lambda s: s.hypervisor)))
+
+
+def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeout: float | None,
+                  config: Mapping[str, str]) -> Settings:
+    """Command-line values over the HTCondor knobs in ``config`` over the defaults."""
+    def number(knob: str, default: float | None) -> float | None:
+        text = config.get(knob)
+        if text is None:
+            return default
+        try:
+            return float(text)
+        except ValueError:
+            raise InputError(f"{knob} = {text}: not a number") from None
+
+    max_vcpus = number(KNOB_MAX_VCPUS, None)
+    configured_scripts = config.get(KNOB_SCRIPT_DIR)
+    return Settings(
+        uri=uri or config.get(KNOB_URI) or DEFAULT_URI,
+        state_dir=state_dir or Path(config.get(KNOB_STATE_DIR) or default_state_dir()),
+        script_dir=script_dir or (Path(configured_scripts) if configured_scripts else None),
+        timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+        probe_ttl=float(number(KNOB_PROBE_TTL, DEFAULT_PROBE_TTL) or 0),
+        allowed_networks=words(config.get(KNOB_NETWORKS)),
+        allowed_buses=words(config.get(KNOB_BUSES)),
+        max_vcpus=int(max_vcpus) if max_vcpus is not None else None,
+    )
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--uri", help=f"libvirt URI (knob {KNOB_URI}; default {DEFAULT_URI}).")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              help=f"libvirt session files and the probe cache (knob {KNOB_STATE_DIR}; "
+                   "default a private folder in the temp directory).")
+@click.option("--script-dir", type=click.Path(path_type=Path, file_okay=False),
+              help=f"admin scripts, one per script-managed hypervisor (knob {KNOB_SCRIPT_DIR}).")
+@click.option("--timeout", type=click.FloatRange(min=0.1),
+              help=f"seconds for the whole discovery (default {DEFAULT_TIMEOUT:g}); a longer one "
+                   "once by hand warms libvirt's caches.")
+@click.version_option(__version__, prog_name="condor_vm_discover")
+@reports_errors
+def main(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeout: float | None) -> None:
+    """Print this node's VM capabilities as STARTD_CRON output (see docs/admin-guide.md)."""
+    config = knobs((KNOB_URI, KNOB_STATE_DIR, KNOB_SCRIPT_DIR, KNOB_PROBE_TTL, KNOB_NETWORKS,
+                    KNOB_BUSES, KNOB_MAX_VCPUS))
+    observations = discover(settings_from(uri, state_dir, script_dir, timeout, config))
+    click.echo(cron_text(build_ad(observations)), nl=False)
