@@ -6,7 +6,7 @@ profile (the default unless ``--profile``) becomes the spec.  Disk sources are t
 descriptor's folder); :mod:`.ovf_staging` turns them into files for the job.
 OVF-only facts go to ``spec.extras``: ``ovf_version``, ``ovf_system``, ``ovf_profile``,
 ``product``, ``vendor``, ``product_version``, ``eula`` (yes/no), ``os_type`` and
-``ovf_properties`` (JSON of the property values).
+``ovf_properties`` (JSON of the property values; password properties are left out).
 """
 
 from __future__ import annotations
@@ -121,6 +121,10 @@ def spec_from_appliance(appliance: Appliance, profile: str | None = None,
     chosen = choose_profile(appliance, profile)
     product = appliance.product(chosen)
     values = apply_properties(product, assignments or {}, path)
+    secret = {p.key for p in product.properties if p.password}
+    public = {key: value for key, value in values.items() if key not in secret}
+    if secret & set(assignments or {}):
+        warnings.append("password properties are checked but not carried in the spec")
     section = hw.hardware_section(appliance.system, path, warnings)
     devices = hw.profile_devices(section, chosen)
     files = references(appliance.root)
@@ -135,7 +139,7 @@ def spec_from_appliance(appliance: Appliance, profile: str | None = None,
         "product_version": product.version or "",
         "eula": "yes" if product.eulas else "no",
         "os_type": _os_type(appliance.system),
-        "ovf_properties": json.dumps(values, sort_keys=True) if values else "",
+        "ovf_properties": json.dumps(public, sort_keys=True) if public else "",
     }
     name = text(appliance.system, "Name") or attr(appliance.system, "id") or product.name \
         or Path(path).stem

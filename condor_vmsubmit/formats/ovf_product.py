@@ -65,7 +65,9 @@ def read_product(scopes: list[etree._Element], profile: str | None) -> Product:
             prefix = f"{attr(section, 'class')}." if attr(section, "class") else ""
             suffix = f".{attr(section, 'instance')}" if attr(section, "instance") else ""
             for element in children(section, "Property"):
-                properties.append(_property(element, prefix, suffix, profile))
+                only_in = attr(element, "configuration")  # vSphere: a property of some profiles
+                if only_in is None or profile in only_in.split():
+                    properties.append(_property(element, prefix, suffix, profile))
         eulas += ["\n".join(line.rstrip() for line in (text(section, "License") or "").splitlines())
                   for section in children(scope, "EulaSection")]
     return Product(name, vendor, version, tuple(properties), tuple(e for e in eulas if e))
@@ -114,7 +116,7 @@ def type_problem(prop: Property, value: str) -> str | None:
 
     >>> p = Property("port", "uint16", None, True, False, "MinValue(1)", None)
     >>> type_problem(p, "8080") is None, type_problem(p, "0"), type_problem(p, "x")
-    (True, 'below the minimum 1', "not a uint16 number")
+    (True, 'below the minimum 1', 'not a uint16 number')
     """
     declared = prop.type.lower()
     number: float | None = None
