@@ -19,7 +19,7 @@ def render(spec: VMSpec, console: Console) -> None:
     """
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
-    facts.add_column()
+    facts.add_column(overflow="fold")
     vcpus = str(spec.vcpus)
     if spec.vcpus_current is not None and spec.vcpus_current != spec.vcpus:
         vcpus += f" (current {spec.vcpus_current})"
@@ -48,15 +48,16 @@ def render(spec: VMSpec, console: Console) -> None:
 
     if spec.disks:
         disks = Table(title="disks", title_justify="left", expand=False)
-        for column in ("device", "bus", "format", "capacity", "ro", "source"):
+        for column in ("device", "target", "bus", "format", "capacity", "ro"):
             disks.add_column(column)
+        disks.add_column("source", overflow="fold")  # a path people need whole, not "/var/lib/…"
         for disk in spec.disks:
             capacity = human_bytes(disk.capacity_bytes) if disk.capacity_bytes is not None else "-"
             source = disk.source or "-"
             if disk.source_type != "file":
                 source = f"[{disk.source_type}] {source}"
-            disks.add_row(disk.device, escape(disk.bus or "-"), escape(disk.format or "-"), capacity,
-                          "yes" if disk.readonly else "", escape(source))
+            disks.add_row(disk.device, escape(disk.target or "-"), escape(disk.bus or "-"),
+                          escape(disk.format or "-"), capacity, "yes" if disk.readonly else "", escape(source))
         parts.append(disks)
     if spec.nics:
         nics = Table(title="network interfaces", title_justify="left")
