@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath
 from typing import Iterable, Literal
 
@@ -219,14 +219,16 @@ _ELEMENTS = {
 }
 
 
-@dataclass
 class _Builder:
-    spec: VMSpec
-    options: TranslateOptions
-    commands: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)
-    input_files: list[str] = field(default_factory=list)
-    staged: list[Staged] = field(default_factory=list)
+    """Accumulates commands, notes and files while one spec is translated."""
+
+    def __init__(self, spec: VMSpec, options: TranslateOptions):
+        self.spec = spec
+        self.options = options
+        self.commands: list[tuple[str, str]] = []
+        self.notes: list[Note] = []
+        self.input_files: list[str] = []
+        self.staged: list[Staged] = []
 
     # helpers
 
