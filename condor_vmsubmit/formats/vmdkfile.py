@@ -256,6 +256,8 @@ def _read_descriptor_file(image: ImageFile, descriptor: Descriptor) -> ImageInfo
         if extent_path not in files:
             files.append(extent_path)
         extents.append(extent)
+    if not extents:
+        raise InputError("VMDK descriptor lists no RW extent QEMU can open", path=image.path)
     if descriptor.cid is None or descriptor.parent_cid is None:
         raise InputError("invalid VMDK descriptor: no CID or parentCID line", path=image.path)
     return _info(image, descriptor, create_type, tuple(extents), tuple(files), None)
