@@ -9,7 +9,8 @@ capacities and NIC count must agree with COT, except for two documented choices:
 
 Where COT rejects a file and virt-v2v reads it, we agree with virt-v2v on what it reads
 correctly: memory only where it is in MiB (virt-v2v ignores units) and not its 1 TiB
-"no memory Item" default, vCPUs and NIC count.  Files neither tool accepts must give a
+"no memory Item" default, vCPUs and NIC count.  Wherever virt-v2v reads a file, firmware
+(VMware's ``firmware`` Config), hard-disk count and removable-drive count agree with it.  Files neither tool accepts must give a
 spec or a clear :class:`VMSubmitError`, never a crash.
 """
 
@@ -81,6 +82,19 @@ def v2v_differences(spec: VMSpec, v2v: dict, name: str) -> list[str]:
         problems.append(f"vcpus {spec.vcpus} != {v2v['nr_vcpus']}")
     if len(spec.nics) != len(v2v["nics"]):
         problems.append(f"{len(spec.nics)} NICs != {len(v2v['nics'])}")
+    return problems + v2v_device_differences(spec, v2v)
+
+
+def v2v_device_differences(spec: VMSpec, v2v: dict) -> list[str]:
+    """Firmware, hard disks and removable media as virt-v2v lists them."""
+    problems = []
+    if {"uefi": "efi"}.get(v2v["firmware"], v2v["firmware"]) != spec.firmware:
+        problems.append(f"firmware {spec.firmware} != {v2v['firmware']}")
+    if len(spec.disks_of("disk")) != len(v2v["disks"]):
+        problems.append(f"{len(spec.disks_of('disk'))} disks != {len(v2v['disks'])}")
+    removable = len(spec.disks_of("cdrom")) + len(spec.disks_of("floppy"))
+    if removable != len(v2v["removable_media"]):
+        problems.append(f"{removable} removable drives != {len(v2v['removable_media'])}")
     return problems
 
 
@@ -96,6 +110,9 @@ def test_corpus_agrees_with_cot_and_virt_v2v() -> None:
             problems = [str(result)] if isinstance(result, VMSubmitError) else cot_differences(result, cot)
             agreed += not problems
             failures += [f"{name}: COT: {p}" for p in problems]
+            if not isinstance(result, VMSubmitError) and v2v.get("v2v_accepts") \
+                    and v2v["memory_bytes"] != V2V_NO_MEMORY:
+                failures += [f"{name}: virt-v2v: {p}" for p in v2v_device_differences(result, v2v)]
         elif v2v.get("v2v_accepts") and v2v["memory_bytes"] != V2V_NO_MEMORY:
             v2v_total += 1
             problems = [str(result)] if isinstance(result, VMSubmitError) else v2v_differences(result, v2v, name)

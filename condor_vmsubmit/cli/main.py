@@ -21,10 +21,29 @@ def main() -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the normalized spec as JSON.")
 @click.option("--validate", is_flag=True, help="Also validate against the format's schema.")
+@click.option("--profile", metavar="ID", help="OVF: the DeploymentOption profile [default: the appliance's].")
+@click.option("--list-profiles", is_flag=True, help="OVF: list the DeploymentOption profiles and exit.")
+@click.option("--system", metavar="ID", help="OVF: the VirtualSystem of a VirtualSystemCollection.")
+@click.option("--property", "properties", multiple=True, metavar="KEY=VALUE",
+              help="OVF: set a ProductSection property (repeatable; its type is checked).")
+@click.option("--show-eula", is_flag=True, help="OVF: print the appliance's licence(s) and exit.")
 @reports_errors
-def inspect(file: Path, as_json: bool, validate: bool) -> None:
+def inspect(file: Path, as_json: bool, validate: bool, profile: str | None, list_profiles: bool,
+            system: str | None, properties: tuple[str, ...], show_eula: bool) -> None:
     """Show what FILE describes: vcpus, memory, firmware, disks, NICs, shared folders."""
-    spec = load(file, validate=validate)
+    if list_profiles or show_eula:
+        from ..formats.ovf import choose_profile, open_appliance
+        from .ovf_submit import print_eula, print_profiles
+
+        appliance = open_appliance(file, system, validate)
+        (print_profiles if list_profiles else print_eula)(appliance, choose_profile(appliance, profile))
+        return
+    ovf_options = {"profile": profile, "system": system}
+    if properties:
+        from .ovf_submit import parse_properties
+
+        ovf_options["properties"] = parse_properties(properties)
+    spec = load(file, validate=validate, **ovf_options)
     if as_json:
         click.echo(spec.to_json())
         return

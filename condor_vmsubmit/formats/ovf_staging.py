@@ -39,7 +39,7 @@ class StagedFiles:
 
         disks = tuple(replace(d, source=str(self.paths[d.source])) if d.source in self.paths else d
                       for d in spec.disks)
-        return replace(spec, disks=disks, warnings=spec.warnings + self.warnings)
+        return replace(spec, disks=disks)
 
 
 def stage_disks(spec: VMSpec, staging_dir: str | Path, *, progress: bool = False) -> StagedFiles:
