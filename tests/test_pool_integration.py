@@ -1,0 +1,109 @@
+"""Submissions to a real HTCondor pool: the job ads the schedd keeps, then removal.
+
+Marked ``pool``; skipped with a reason unless ``CONDOR_CONFIG`` is set and ``condor_q``
+answers.  Jobs are submitted on hold (``--append hold=true``) so nothing runs, and
+every cluster is removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from condor_vmsubmit import jobcontract
+from condor_vmsubmit.translate import request_memory_mib
+
+
+def pool_reachable() -> str | None:
+    """Why no pool can be used, or None when one answers."""
+    if not os.environ.get("CONDOR_CONFIG"):
+        return "CONDOR_CONFIG is not set"
+    if not shutil.which("condor_q"):
+        return "condor_q is not installed"
+    try:
+        answer = subprocess.run(["condor_q", "-totals"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "condor_q timed out"
+    return None if answer.returncode == 0 else f"condor_q failed: {answer.stderr.strip()[:200]}"
+
+
+_WHY_NOT = pool_reachable()
+pytestmark = [pytest.mark.pool, pytest.mark.skipif(_WHY_NOT is not None, reason=f"no pool: {_WHY_NOT}")]
+
+PROGRAM = shutil.which("condor_libvirt_submit") or "condor_libvirt_submit"
+MEMORY_MIB = 128
+DOMAIN = f"""<domain type='qemu'><name>pool-test</name><memory unit='MiB'>{MEMORY_MIB}</memory><vcpu>2</vcpu>
+<devices><disk type='file' device='disk'><driver name='qemu' type='raw'/>
+<source file='disk.raw'/><target dev='vda' bus='virtio'/></disk>
+<interface type='user'><model type='virtio'/></interface></devices></domain>"""
+
+
+@pytest.fixture
+def schedd():
+    import htcondor2
+
+    schedd = htcondor2.Schedd()
+    clusters: list[int] = []
+    yield schedd, clusters
+    for cluster in clusters:
+        schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
+
+
+@pytest.fixture
+def domain(tmp_path: Path) -> Path:
+    (tmp_path / "disk.raw").write_bytes(b"\0" * 65536)
+    path = tmp_path / "pool-test.xml"
+    path.write_text(DOMAIN)
+    return path
+
+
+def submit(*args: str, clusters: list[int]) -> int:
+    result = subprocess.run([PROGRAM, *args, "-append", "hold=true"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    match = re.fullmatch(r"(\d+) job\(s\) submitted to cluster (\d+)\.\n", result.stdout)
+    assert match, result.stdout
+    clusters.append(int(match.group(2)))
+    return int(match.group(2))
+
+
+def test_runner_job_ads(schedd, domain: Path, tmp_path: Path) -> None:
+    handle, clusters = schedd
+    cluster = submit(str(domain), "-queue", "2", "-batch-name", "vmsubmit-pool-test",
+                     "--output-dir", str(tmp_path / "job"), clusters=clusters)
+    ads = handle.query(f"ClusterId == {cluster}")
+    assert len(ads) == 2
+    ad = ads[0]
+    assert ad["VM_TYPE"] == "libvirt-managed"
+    assert ad["VM_HYPERVISOR"] == "qemu"
+    assert ad["VM_ATTR_VCPUS"] == 2
+    assert ad["RequestCpus"] == 2
+    assert ad["RequestMemory"] == request_memory_mib(MEMORY_MIB * 1024**2)
+    assert ad["JobBatchName"] == "vmsubmit-pool-test"
+    assert ad["CheckpointExitCode"] == jobcontract.EXIT_CHECKPOINTED
+    assert ad["WantIOProxy"] is True
+    assert jobcontract.SPEC_FILE in ad["TransferInput"] and "disk.raw" in ad["TransferInput"]
+    assert "TARGET.VM_HYPERVISORS" in str(ad.lookup("Requirements"))
+    assert (tmp_path / "job" / jobcontract.SPEC_FILE).is_file()
+
+
+def test_vm_universe_and_spool(schedd, domain: Path, tmp_path: Path) -> None:
+    handle, clusters = schedd
+    cluster = submit(str(domain), "--target", "vm-universe", "-spool", "--output-dir", str(tmp_path / "vm"),
+                     clusters=clusters)
+    (ad,) = handle.query(f"ClusterId == {cluster}")
+    assert ad["JobUniverse"] == 13
+    assert ad["JobVMType"] == "kvm"
+    assert ad["JobVMMemory"] == MEMORY_MIB
+
+
+def test_rejected_job_is_one_line(schedd, domain: Path) -> None:
+    result = subprocess.run([PROGRAM, str(domain), "-append", "request_memory = (", "-append", "hold=true"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "error: submission to the schedd failed" in result.stderr
