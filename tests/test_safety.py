@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from condor_vmsubmit.runner.safety import (ImageError, check_domain, pin_graphics_to_loopback,
-                                            read_image_header)
+from condor_vmsubmit.runner.safety import check_domain, pin_graphics_to_loopback
 from condor_vmsubmit.xmlsafe import parse_bytes, parse_file
 
 from conftest import CORPUS
@@ -295,9 +294,13 @@ def test_uncheckable_formats_are_refused(sandbox: Path) -> None:
 def test_qcow2_with_a_backing_file_is_refused(sandbox: Path, tmp_path: Path) -> None:
     qemu_img("create", "-f", "qcow2", tmp_path / "base.qcow2", "16M")
     qemu_img("create", "-f", "qcow2", "-b", tmp_path / "base.qcow2", "-F", "qcow2", sandbox / "disk.qcow2")
-    found = refusals(sandbox, domain(sandbox))
-    assert found == [f"/domain/devices/disk (line 12): image disk.qcow2 has a backing file "
-                     f"'{tmp_path / 'base.qcow2'}'; send a flattened image"]
+    assert refusals(sandbox, domain(sandbox)) == [
+        f"/domain/devices/disk (line 12): image disk.qcow2: backing file '{tmp_path / 'base.qcow2'}' is an "
+        "absolute path; only files next to the image are used"]
+    qemu_img("create", "-f", "qcow2", sandbox / "base.qcow2", "16M")
+    qemu_img("create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", sandbox / "disk.qcow2")
+    assert refusals(sandbox, domain(sandbox)) == [
+        "/domain/devices/disk (line 12): image disk.qcow2 has a backing file 'base.qcow2'; send a flattened image"]
 
 
 def test_qcow2_with_an_external_data_file_is_refused(sandbox: Path) -> None:
@@ -307,7 +310,8 @@ def test_qcow2_with_an_external_data_file_is_refused(sandbox: Path) -> None:
 
 def test_a_raw_file_claimed_as_qcow2_is_refused(sandbox: Path) -> None:
     (sandbox / "disk.qcow2").write_bytes(b"\0" * 4096)
-    assert any("not a qcow2 image" in r for r in refusals(sandbox, domain(sandbox)))
+    assert refusals(sandbox, domain(sandbox)) == [
+        "/domain/devices/disk (line 12): image disk.qcow2 is a raw image, not qcow2 as <driver type> says"]
 
 
 def test_backing_store_in_the_xml_is_refused(sandbox: Path) -> None:
@@ -329,18 +333,7 @@ def test_vmdk_delta_and_escaping_extents_are_refused(sandbox: Path, tmp_path: Pa
     descriptor = (sandbox / "flat.vmdk").read_text()
     (sandbox / "flat.vmdk").write_text(descriptor.replace('"flat-flat.vmdk"', '"../../escape-flat.vmdk"'))
     found = refusals(sandbox, domain(sandbox, vmdk % "flat.vmdk"))
-    assert any("extent '../../escape-flat.vmdk' outside" in r for r in found), found
-
-
-def test_image_headers_agree_with_qemu_img(sandbox: Path) -> None:
-    qemu_img("create", "-f", "vmdk", "-o", "subformat=streamOptimized", sandbox / "s.vmdk", "3M")
-    qemu_img("create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", sandbox / "t.vmdk", "5M")
-    assert read_image_header(sandbox / "disk.qcow2", "qcow2").virtual_size == 16 * 2**20
-    assert read_image_header(sandbox / "s.vmdk", "vmdk").virtual_size == 3 * 2**20
-    assert read_image_header(sandbox / "t.vmdk", "vmdk").extents == ("t-f001.vmdk",)
-    assert read_image_header(sandbox / "data.raw", "raw").virtual_size == 2**20
-    with pytest.raises(ImageError, match="not a VMDK"):
-        read_image_header(sandbox / "data.raw", "vmdk")
+    assert any("extent '../../escape-flat.vmdk' escapes the image's folder" in r for r in found), found
 
 
 def test_refusals_name_element_and_line(sandbox: Path) -> None:

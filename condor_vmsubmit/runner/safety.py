@@ -41,17 +41,19 @@ import copy
 import ipaddress
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from lxml import etree
 
+from condor_vmsubmit.errors import VMSubmitError
+from condor_vmsubmit.formats.diskimage import read_image
+
 LIBVIRT_NS_PREFIX = "http://libvirt.org/schemas/domain/"
 LOOPBACK = "127.0.0.1"
 
-# Disk image formats the runner can read headers of (and so rule out backing files).
+# Disk image formats whose headers the runner reads (formats.diskimage) to rule out hidden files.
 CHECKABLE_FORMATS = ("raw", "iso", "qcow2", "vmdk")
 _ALLOWED_DISK_TYPES = ("file", "dir")
 _CHARDEVS = ("serial", "parallel", "console", "channel")
@@ -69,7 +71,6 @@ _PATH_ATTRS = {("log", "file"), ("nvram", "template"), ("audio", "path"), ("entr
 # Elements whose text is a host path.
 _PATH_TEXT = {("os", "loader"), ("os", "nvram"), ("os", "kernel"), ("os", "initrd"), ("os", "dtb"),
               ("acpi", "table"), ("source", "path"), ("device", "path")}
-MAX_HEADER_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,21 +84,6 @@ class Refusal:
     def __str__(self) -> str:
         where = f"{self.element} (line {self.line})" if self.line else self.element
         return f"{where}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class ImageHeader:
-    """What an image header says about the image: enough to rule out hidden files."""
-
-    format: str
-    virtual_size: int
-    backing: str | None = None
-    data_file: str | None = None
-    extents: tuple[str, ...] = ()
-
-
-class ImageError(ValueError):
-    """An image header that cannot be read as the format it claims."""
 
 
 @dataclass(frozen=True)
@@ -257,24 +243,17 @@ def _disk(element: etree._Element, context: _Context) -> Iterator[str]:
         yield f"disk format '{fmt}' cannot be checked for backing files; use one of {', '.join(CHECKABLE_FORMATS)}"
         return
     image = _inside(path, context)
-    if image is None:
-        return  # the path rule on <source> already refused it
+    if image is None or fmt in ("raw", "iso"):
+        return  # outside: the path rule on <source> refused it; raw: QEMU interprets nothing inside
     try:
-        header = read_image_header(image, fmt)
-    except ImageError as exc:
-        yield f"image {path}: {exc}"
+        info = read_image(image, allow_backing=True)  # a parent is read only if it sits next to the image
+    except VMSubmitError as error:
+        yield f"image {image.name}: {error.message}"
         return
-    yield from _image_reasons(header, image, context)
-
-
-def _image_reasons(header: ImageHeader, image: Path, context: _Context) -> Iterator[str]:
-    if header.backing:
-        yield f"image {image.name} has a backing file '{header.backing}'; send a flattened image"
-    if header.data_file:
-        yield f"image {image.name} keeps its data in the external file '{header.data_file}'"
-    for extent in header.extents:
-        if _inside(str(image.parent / extent), context) is None:
-            yield f"image {image.name} has an extent '{extent}' outside the job's sandbox"
+    if info.format != fmt:
+        yield f"image {image.name} is a {info.format} image, not {fmt} as <driver type> says"
+    elif info.backing:
+        yield f"image {image.name} has a backing file '{info.backing}'; send a flattened image"
 
 
 def _filesystem(element: etree._Element, _context: _Context) -> Iterator[str]:
@@ -446,92 +425,3 @@ _RULES: dict[str, Callable[[etree._Element, _Context], Iterator[str]]] = {
     "acceleration": _render_node,
     "on_crash": _on_crash,
 }
-
-
-# --- image headers ----------------------------------------------------------------------------
-
-_QCOW2_MAGIC = b"QFI\xfb"
-_QCOW2_DATA_FILE_EXT = 0x44415441
-_VMDK_MAGIC = b"KDMV"
-_EXTENT = re.compile(r'^\s*(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"([^"]*)")?', re.MULTILINE)
-
-
-def read_image_header(path: Path, fmt: str) -> ImageHeader:
-    """Read the header of the image at ``path`` as ``fmt`` (raw, iso, qcow2 or vmdk).
-
-    Reads at most :data:`MAX_HEADER_BYTES`; never follows backing files or extents.
-    """
-    try:
-        with open(path, "rb") as handle:
-            if fmt in ("raw", "iso"):
-                return ImageHeader(fmt, os.fstat(handle.fileno()).st_size)
-            head = handle.read(MAX_HEADER_BYTES)
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror}") from None
-    if fmt == "qcow2":
-        return _qcow2(head)
-    if fmt == "vmdk":
-        return _vmdk(head)
-    raise ImageError(f"format '{fmt}' is not one of {', '.join(CHECKABLE_FORMATS)}")
-
-
-def _qcow2(head: bytes) -> ImageHeader:
-    if len(head) < 72 or not head.startswith(_QCOW2_MAGIC):
-        raise ImageError("not a qcow2 image (bad magic)")
-    version, backing_offset, backing_size = struct.unpack_from(">IQI", head, 4)
-    if version not in (2, 3):
-        raise ImageError(f"qcow2 version {version} is not 2 or 3")
-    (size,) = struct.unpack_from(">Q", head, 24)
-    backing = None
-    if backing_offset:
-        raw = head[backing_offset:backing_offset + backing_size] if backing_offset < len(head) else b""
-        backing = raw.decode("utf-8", "replace") or "(beyond the header)"
-    data_file = None
-    offset = 72
-    if version == 3:
-        if len(head) < 104:
-            raise ImageError("truncated qcow2 version 3 header")
-        (incompatible,) = struct.unpack_from(">Q", head, 72)
-        (offset,) = struct.unpack_from(">I", head, 100)
-        if incompatible & 4:
-            data_file = "(unnamed)"
-    while offset + 8 <= len(head):
-        ext_type, length = struct.unpack_from(">II", head, offset)
-        if ext_type == 0:
-            break
-        if ext_type == _QCOW2_DATA_FILE_EXT:
-            data_file = head[offset + 8:offset + 8 + length].decode("utf-8", "replace")
-        offset += 8 + (length + 7) // 8 * 8
-    return ImageHeader("qcow2", size, backing=backing, data_file=data_file)
-
-
-def _vmdk(head: bytes) -> ImageHeader:
-    if head.startswith(_VMDK_MAGIC):
-        if len(head) < 44:
-            raise ImageError("truncated VMDK header")
-        capacity, _grain, desc_offset, desc_size = struct.unpack_from("<QQQQ", head, 12)
-        start, end = desc_offset * 512, (desc_offset + desc_size) * 512
-        descriptor = head[start:min(end, len(head))].split(b"\0", 1)[0].decode("utf-8", "replace")
-        return ImageHeader("vmdk", capacity * 512, backing=_parent_hint(descriptor))
-    text = head.split(b"\0", 1)[0].decode("utf-8", "replace")
-    if "createType" not in text or len(head) >= MAX_HEADER_BYTES:
-        raise ImageError("not a VMDK image (neither a sparse header nor a descriptor)")
-    extents = _EXTENT.findall(text)
-    if not extents:
-        raise ImageError("VMDK descriptor lists no extents")
-    for _access, _sectors, kind, _name in extents:
-        if kind.upper() in ("VMFSRDM", "VMFSRAW"):
-            raise ImageError(f"VMDK extent type {kind} maps a host device")
-    return ImageHeader("vmdk", sum(int(sectors) for _a, sectors, _k, _n in extents) * 512,
-                       backing=_parent_hint(text),
-                       extents=tuple(name for _a, _s, _k, name in extents if name))
-
-
-def _parent_hint(descriptor: str) -> str | None:
-    """The VMDK descriptor's ``parentFileNameHint`` (a delta image's parent), if any.
-
-    >>> _parent_hint('parentCID=ffffffff\\nparentFileNameHint="base.vmdk"\\n')
-    'base.vmdk'
-    """
-    match = re.search(r'^\s*parentFileNameHint\s*=\s*"([^"]*)"', descriptor, re.MULTILINE)
-    return match.group(1) if match and match.group(1) else None
