@@ -129,6 +129,7 @@ def submit_spec(spec: VMSpec, options: SubmitOptions, extra_input_files: Iterabl
         _dry_run(description, options, output_dir)
         return
     _check_inputs(description)
+    _make_dir(output_dir)
     write_staged(description)
     from ..submit import submit
 
@@ -158,6 +159,7 @@ def _translate_options(options: SubmitOptions, output_dir: Path, extra: tuple[st
 
 def _dry_run(description: SubmitDescription, options: SubmitOptions, output_dir: Path) -> None:
     if options.output_dir is not None:
+        _make_dir(output_dir)
         write_staged(description)
     elif description.staged:
         names = ", ".join(Path(s.path).name for s in description.staged)
@@ -176,13 +178,20 @@ def write_staged(description: SubmitDescription) -> None:
     for staged in description.staged:
         path = Path(staged.path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             if staged.copy_of is not None:
                 shutil.copyfile(staged.copy_of, path)
             else:
                 path.write_text(staged.text or "")
         except OSError as error:
             raise InputError(f"cannot write: {error.strerror}", path=path) from None
+
+
+def _make_dir(path: Path) -> None:
+    """The output directory: initialdir, where logs and output come back (condor_submit wants it)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the output directory: {error.strerror}", path=path) from None
 
 
 def _check_inputs(description: SubmitDescription) -> None:
@@ -201,6 +210,7 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
                                                           extra, None))
         _print_notes(description)
         _check_inputs(description)
+        _make_dir(output_dir)
         write_staged(description)
         from ..runner.local import run_local
 
