@@ -15,6 +15,7 @@ The format found in the image's headers is written into every disk, never left t
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -42,7 +43,12 @@ _NIC_KINDS = ("user", "network", "bridge")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-def load(
+def load(path: str | Path, **options: Any) -> VMSpec:
+    """Build the spec around the image at ``path``; see :func:`build` for the options."""
+    return build(path, **options)[0]
+
+
+def build(
     path: str | Path,
     *,
     validate: bool = False,
@@ -55,18 +61,18 @@ def load(
     nics: Iterable[str | Nic] = (),
     allow_backing: bool = False,
     **_options: Any,
-) -> VMSpec:
-    """Build the spec around the image at ``path`` (see the module docstring for the defaults).
+) -> tuple[VMSpec, tuple[str, ...]]:
+    """The spec, and the files the job needs beyond its disks' sources (extents, backing files).
 
     ``memory`` is bytes or a size such as ``"2GiB"``; ``nics`` are :class:`Nic` or strings for
     :func:`parse_nic`; ``hypervisor`` ``"any"`` (or None) leaves the choice to the pool.
+    Disk sources are made absolute (the user named them relative to where they stand).
     Disk images have no schema, so ``validate`` adds nothing.
     """
     warnings: list[str] = []
-    images = [read_image(path, allow_backing=allow_backing)]
-    images += [read_image(disk, allow_backing=allow_backing) for disk in extra_disks]
+    images = [read_image(os.path.abspath(p), allow_backing=allow_backing) for p in (path, *extra_disks)]
     disks = [_disk(info, warnings) for info in images]
-    disks += [_cdrom(iso) for iso in cdroms]
+    disks += [_cdrom(os.path.abspath(iso)) for iso in cdroms]
     main = images[0]
     for info in images:
         warnings += _chain_notes(info)
@@ -83,7 +89,7 @@ def load(
                         "(--memory)")
     if firmware is None:
         warnings.append("a disk image does not say how it boots: using BIOS firmware (--firmware efi for UEFI)")
-    return VMSpec(
+    spec = VMSpec(
         source_format="vmdk",
         name=_name(path),
         vcpus=_cpus(cpus, path),
@@ -92,10 +98,13 @@ def load(
         hypervisor=None if hypervisor in (None, "", "any") else hypervisor,
         disks=tuple(disks),
         nics=spec_nics,
-        extras=_extras(main, images),
+        extras=_extras(main),
         source_path=str(path),
         warnings=tuple(warnings),
     )
+    sources = {info.path for info in images}
+    files = tuple(dict.fromkeys(f for info in images for f in info.job_files if f not in sources))
+    return spec, files
 
 
 def parse_nic(text: str) -> Nic:
@@ -169,7 +178,7 @@ def _chain_notes(info: ImageInfo) -> list[str]:
     return notes
 
 
-def _extras(main: ImageInfo, images: list[ImageInfo]) -> dict[str, str]:
+def _extras(main: ImageInfo) -> dict[str, str]:
     """Image facts for people and for the other parts (all strings)."""
     extras = {"image_format": main.format}
     if main.format == "vmdk":
@@ -191,7 +200,6 @@ def _extras(main: ImageInfo, images: list[ImageInfo]) -> dict[str, str]:
             chain.append(f"{Path(info.path).name} ({info.format})")
             info = info.parent  # type: ignore[assignment]
         extras["backing_chain"] = " <- ".join(chain)
-    extras["job_files"] = ", ".join(dict.fromkeys(f for info in images for f in info.job_files))
     return {key: value for key, value in extras.items() if value}
 
 
