@@ -224,3 +224,21 @@ def test_non_file_disks_are_warned_for_the_runner() -> None:
     assert any(n.level == "warning" and "network disk" in n.message for n in description.notes)
     with pytest.raises(TargetError):
         translate(spec, TranslateOptions(output_dir=OUT, strict=True))
+
+
+def test_every_emitted_vm_attribute_is_documented(web: VMSpec, kernel: VMSpec) -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "attributes.md").read_text()
+    emitted = set()
+    for spec in (web, kernel, load(EXAMPLES / "minimal.xml")):
+        for key, _ in translate(spec, TranslateOptions(output_dir=OUT)).commands:
+            if key.startswith("MY.VM_"):
+                emitted.add(key[3:])
+    assert len(emitted) > 15
+    for name in sorted(emitted):
+        specific = re.fullmatch(r"VM_(?!ATTR_)[A-Z0-9_]+?_ATTR_([A-Z0-9_]+)", name)
+        if specific:
+            assert "`VM_<HV>_ATTR_<NAME>`" in doc and f"`{specific.group(1)}`" in doc, name
+        else:
+            assert f"`{name}`" in doc, f"{name} is not in docs/attributes.md"
