@@ -28,7 +28,7 @@ from .spec import Disk, VMSpec
 
 Target = Literal["runner", "vm-universe"]
 TARGETS: tuple[Target, ...] = ("runner", "vm-universe")
-Level = Literal["info", "warning"]
+Level = Literal["note", "warning"]
 
 MIB = 1024 * 1024
 ANY_HYPERVISOR = "any"
@@ -49,7 +49,7 @@ class Note:
 
     source: str
     message: str
-    level: Level = "info"
+    level: Level = "note"
 
     def one_line(self) -> str:
         return f"{self.level}: {self.source}: {self.message}"
@@ -134,12 +134,12 @@ _CLASSAD_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\
 
 
 def classad_string(text: str) -> str:
-    """A ClassAd string literal for ``text``, safe as a submit-file value.
+    r"""A ClassAd string literal for ``text``, safe as a submit-file value.
 
     ``$`` becomes ``$(DOLLAR)`` so condor_submit does not expand macros in it.
 
-    >>> classad_string('say "hi" \\\\ $(HOME)')
-    '"say \\\\"hi\\\\" \\\\\\\\ $(DOLLAR)(HOME)"'
+    >>> print(classad_string('say "hi" \\ $(HOME)'))
+    "say \"hi\" \\ $(DOLLAR)(HOME)"
     """
     quoted = "".join(_CLASSAD_ESCAPES.get(ch, ch) for ch in text)
     return '"' + submit_safe(quoted) + '"'
@@ -245,7 +245,7 @@ class _Builder:
             text = classad_string(value)
         self.set(f"MY.{name}", text)
 
-    def note(self, source: str, message: str, level: Level = "info") -> None:
+    def note(self, source: str, message: str, level: Level = "note") -> None:
         self.notes.append(Note(source, message, level))
 
     def element(self, kind: str, index: int | None = None, detail: str | None = None) -> str:

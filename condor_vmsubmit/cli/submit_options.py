@@ -219,8 +219,7 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
 
 def _print_notes(description: SubmitDescription) -> None:
     for note in description.notes:
-        label = "warning" if note.level == "warning" else "note"
-        click.echo(f"{_prog()}: {label}: {note.source}: {note.message}", err=True)
+        click.echo(f"{_prog()}: {note.one_line()}", err=True)
 
 
 def _prog() -> str:
