@@ -19,8 +19,9 @@ def main() -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the normalized spec as JSON.")
-@click.option("--validate", is_flag=True, help="Also validate against the format's schema.")
+@click.option("--json", "-json", "as_json", is_flag=True, help="Print the normalized spec as JSON.")
+@click.option("--validate", "-validate", is_flag=True,
+              help="Also validate against the format's schema (libvirt: its installed RelaxNG schema).")
 @click.option("--profile", metavar="ID", help="OVF: the DeploymentOption profile [default: the appliance's].")
 @click.option("--list-profiles", is_flag=True, help="OVF: list the DeploymentOption profiles and exit.")
 @click.option("--system", metavar="ID", help="OVF: the VirtualSystem of a VirtualSystemCollection.")

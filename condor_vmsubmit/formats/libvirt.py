@@ -55,32 +55,48 @@ def spec_from_domain(root: etree._Element, path: str | Path) -> VMSpec:
         raise InputError(f"root element is <{etree.QName(root).localname}>, expected a libvirt <domain>",
                          path=path, line=root.sourceline)
     warnings: list[str] = []
-    name = (root.findtext("name") or "").strip()
+    top = _first_children(root)
+    name = _text(top.get("name"))
     if not name:
         name = Path(path).stem
         warnings.append(f"<name> missing; using '{name}'")
-    os_element = root.find("os")
-    devices = root.find("devices")
-    vcpus, vcpus_current = _vcpus(root, path)
+    os_parts = _first_children(top.get("os"))
+    os_type = os_parts.get("type")
+    devices = top.get("devices")
+    vcpus, vcpus_current = _vcpus(top, path)
     return VMSpec(
         source_format="libvirt",
         name=name,
         vcpus=vcpus,
         vcpus_current=vcpus_current,
-        memory_bytes=_memory_bytes(root, devices, path),
-        firmware=_firmware(os_element),
+        memory_bytes=_memory_bytes(root, top, devices, path),
+        firmware=_firmware(top.get("os"), os_parts.get("loader")),
         hypervisor=root.get("type"),
-        arch=_os_type_attr(os_element, "arch"),
-        machine=_os_type_attr(os_element, "machine"),
-        kernel_boot=_kernel_boot(os_element),
+        arch=os_type.get("arch") if os_type is not None else None,
+        machine=os_type.get("machine") if os_type is not None else None,
+        kernel_boot=_kernel_boot(os_parts),
         disks=_libvirt_disk_order(_children(devices, "disk"), path),
         nics=tuple(_nic(i) for i in _children(devices, "interface")),
         shared_folders=tuple(_shared_folder(f) for f in _children(devices, "filesystem")),
         consoles=tuple(_console(c) for c in _children(devices, "serial", "console")),
-        extras=_extras(root, os_element),
+        extras=_extras(os_type, top.get("cpu")),
         source_path=str(path),
         warnings=tuple(warnings),
     )
+
+
+def _first_children(element: etree._Element | None) -> dict[Any, etree._Element]:
+    """The first child of each tag, found in one pass (a find() per tag costs more)."""
+    first: dict[Any, etree._Element] = {}
+    if element is not None:
+        for child in element:
+            first.setdefault(child.tag, child)
+    return first
+
+
+def _text(element: etree._Element | None) -> str:
+    """The stripped text of ``element``; empty when it is absent or empty."""
+    return (element.text or "").strip() if element is not None else ""
 
 
 def _children(devices: etree._Element | None, *tags: str) -> list[etree._Element]:
@@ -103,17 +119,18 @@ def _scaled(element: etree._Element, path: str | Path, attribute: str | None = N
     return kib * 1024
 
 
-def _memory_bytes(root: etree._Element, devices: etree._Element | None, path: str | Path) -> int:
+def _memory_bytes(root: etree._Element, top: dict[Any, etree._Element], devices: etree._Element | None,
+                  path: str | Path) -> int:
     """Total guest memory as libvirt computes it (virDomainDefPostParseMemory).
 
     ``<memory>`` when given; otherwise the sum of the NUMA cells plus hot-plugged
     ``<memory>`` devices.
     """
-    memory = root.find("memory")
-    total = _scaled(memory, path) if memory is not None and (memory.text or "").strip() else 0
+    memory = top.get("memory")
+    total = _scaled(memory, path) if _text(memory) else 0
     if total:
         return total
-    cells = root.findall("cpu/numa/cell")
+    cells = top["cpu"].findall("numa/cell") if "cpu" in top else []
     numa = sum(_scaled(cell, path, "memory") for cell in cells if cell.get("memory"))
     if numa:
         hotplug = sum(_scaled(size, path) for dev in _children(devices, "memory")
@@ -123,16 +140,16 @@ def _memory_bytes(root: etree._Element, devices: etree._Element | None, path: st
                      path=path, line=root.sourceline)
 
 
-def _vcpus(root: etree._Element, path: str | Path) -> tuple[int, int | None]:
+def _vcpus(top: dict[Any, etree._Element], path: str | Path) -> tuple[int, int | None]:
     """``(maximum, current)`` vCPUs; current is None when it equals the maximum.
 
     The maximum is ``<vcpu>``; the current count its ``current`` attribute or, as
     libvirt does, the number of ``<vcpus><vcpu enabled='yes'>`` entries when listed.
     """
-    vcpu = root.find("vcpu")
-    listed = root.findall("vcpus/vcpu")
+    vcpu = top.get("vcpu")
+    listed = _children(top.get("vcpus"), "vcpu")
     enabled = sum(1 for v in listed if v.get("enabled", "yes") == "yes") if listed else None
-    if vcpu is None or not (vcpu.text or "").strip():
+    if not _text(vcpu):
         maximum = len(listed) or 1
         return maximum, (enabled if enabled not in (None, maximum) else None)
     maximum = _positive_int(vcpu.text, vcpu, path)
@@ -149,32 +166,22 @@ def _positive_int(text: str | None, element: etree._Element, path: str | Path) -
     return int(value)
 
 
-def _firmware(os_element: etree._Element | None) -> str:
+def _firmware(os_element: etree._Element | None, loader: etree._Element | None) -> str:
     """``efi`` for ``<os firmware='efi'>`` or a pflash loader, else ``bios``."""
-    if os_element is None:
-        return "bios"
-    if os_element.get("firmware") == "efi":
+    if os_element is not None and os_element.get("firmware") == "efi":
         return "efi"
-    loader = os_element.find("loader")
     if loader is not None and loader.get("type") == "pflash":
         return "efi"
     return "bios"
 
 
-def _os_type_attr(os_element: etree._Element | None, attribute: str) -> str | None:
-    os_type = os_element.find("type") if os_element is not None else None
-    return os_type.get(attribute) if os_type is not None else None
-
-
-def _kernel_boot(os_element: etree._Element | None) -> KernelBoot | None:
-    if os_element is None:
-        return None
-    kernel = (os_element.findtext("kernel") or "").strip()
+def _kernel_boot(os_parts: dict[Any, etree._Element]) -> KernelBoot | None:
+    kernel = _text(os_parts.get("kernel"))
     if not kernel:
         return None
-    return KernelBoot(kernel=kernel,
-                      initrd=(os_element.findtext("initrd") or "").strip() or None,
-                      cmdline=os_element.findtext("cmdline"))
+    cmdline = os_parts.get("cmdline")
+    return KernelBoot(kernel=kernel, initrd=_text(os_parts.get("initrd")) or None,
+                      cmdline=cmdline.text if cmdline is not None else None)
 
 
 def _libvirt_disk_order(elements: list[etree._Element], path: str | Path) -> tuple[Disk, ...]:
@@ -188,9 +195,10 @@ def _libvirt_disk_order(elements: list[etree._Element], path: str | Path) -> tup
     """
     placed: list[tuple[str | None, int, Disk]] = []
     for element in elements:
-        target = element.find("target")
-        bus = target.get("bus") if target is not None else None
-        index = drive_index(target.get("dev") if target is not None else None)
+        parts = _first_children(element)
+        disk = _disk(element, parts, path)
+        bus = parts["target"].get("bus") if "target" in parts else None
+        index = drive_index(disk.target)
         at = None
         for position in range(len(placed) - 1, -1, -1):
             other_bus, other_index, _ = placed[position]
@@ -200,8 +208,7 @@ def _libvirt_disk_order(elements: list[etree._Element], path: str | Path) -> tup
                 at = position
             elif at is None:
                 at = position + 1
-        entry = (bus, index, _disk(element, path))
-        placed.insert(len(placed) if at is None else at, entry)
+        placed.insert(len(placed) if at is None else at, (bus, index, disk))
     return tuple(disk for _, _, disk in placed)
 
 
@@ -226,16 +233,17 @@ def drive_index(target_dev: str | None) -> int:
     return index
 
 
-def _disk(element: etree._Element, path: str | Path) -> Disk:
+def _disk(element: etree._Element, parts: dict[Any, etree._Element], path: str | Path) -> Disk:
+    """One ``<disk>``; ``parts`` are its first children by tag."""
     device = element.get("device", "disk")
     if device not in ("disk", "cdrom", "floppy", "lun"):
         raise InputError(f"<disk device='{device}'> is not disk, cdrom, floppy or lun",
                          path=path, line=element.sourceline)
     source_type = element.get("type", "file")
-    target = element.find("target")
+    target = parts.get("target")
     target_dev = target.get("dev") if target is not None else None
-    driver = element.find("driver")
-    source_element = element.find("source")
+    driver = parts.get("driver")
+    source_element = parts.get("source")
     if source_element is None and device in ("cdrom", "floppy"):
         source_type = "file"  # libvirt keeps a removable drive without <source> as type='file'
     return Disk(
@@ -244,9 +252,9 @@ def _disk(element: etree._Element, path: str | Path) -> Disk:
         format=driver.get("type") if driver is not None else None,
         source=_disk_source(source_element, source_type),
         source_type=source_type,
-        readonly=element.find("readonly") is not None,
+        readonly="readonly" in parts,
         target=target_dev,
-        backing=_backing_source(element),
+        backing=_backing_source(parts.get("backingStore")),
     )
 
 
@@ -285,8 +293,7 @@ def _disk_source(source: etree._Element | None, source_type: str) -> str | None:
     return None
 
 
-def _backing_source(element: etree._Element) -> str | None:
-    backing = element.find("backingStore")
+def _backing_source(backing: etree._Element | None) -> str | None:
     if backing is None or backing.find("source") is None:
         return None
     return _disk_source(backing.find("source"), backing.get("type", "file")) or "(unnamed)"
@@ -294,14 +301,13 @@ def _backing_source(element: etree._Element) -> str | None:
 
 def _nic(element: etree._Element) -> Nic:
     kind = element.get("type", "user")
-    source = element.find("source")
+    parts = _first_children(element)
+    source = parts.get("source")
     network = None
     if source is not None:
         network = (source.get("network") or source.get("bridge") or source.get("dev")
                    or source.get("name") or source.get("path") or source.get("address"))
-    mac = element.find("mac")
-    model = element.find("model")
-    link = element.find("link")
+    mac, model, link = parts.get("mac"), parts.get("model"), parts.get("link")
     return Nic(
         model=_nic_model(model.get("type")) if model is not None else None,
         mac=mac.get("address", "").lower() or None if mac is not None else None,
@@ -342,13 +348,11 @@ def _console(element: etree._Element) -> Console:
     return Console(kind=element.tag, target=target.get("type") if target is not None else None)
 
 
-def _extras(root: etree._Element, os_element: etree._Element | None) -> dict[str, str]:
+def _extras(os_type: etree._Element | None, cpu: etree._Element | None) -> dict[str, str]:
     """Hypervisor-specific wishes worth carrying: the OS type, the CPU model and mode."""
     extras: dict[str, str] = {}
-    os_type = os_element.findtext("type") if os_element is not None else None
-    if os_type:
-        extras["os_type"] = os_type.strip()
-    cpu = root.find("cpu")
+    if _text(os_type):
+        extras["os_type"] = _text(os_type)
     if cpu is not None:
         if cpu.get("mode"):
             extras["cpu_mode"] = cpu.get("mode")
