@@ -313,9 +313,10 @@ class _Builder:
                   f"request_memory is {memory_mib} MiB: guest memory plus QEMU overhead "
                   f"({jobcontract.QEMU_OVERHEAD_BYTES // MIB} MiB + "
                   f"{jobcontract.QEMU_OVERHEAD_FRACTION:.0%})")
-        request_disk = self.request_disk_kib()
-        if request_disk is not None:
-            self.set("request_disk", request_disk)
+        state_kib = math.ceil(spec.memory_bytes / 1024)
+        self.set("request_disk", f"MY.DiskUsage + {state_kib}")
+        self.note("request_disk", "the input files (DiskUsage) plus guest memory for a saved state; a guest "
+                                  "that grows its disks needs more (--append request_disk=SIZE)")
         self.stage_spec_and_xml()
         self.runner_disks()
         self.vm_attributes(hypervisor)
@@ -331,14 +332,6 @@ class _Builder:
                  f'strcat("condor_vm_runner exited with code ", string(MY.ExitCode)))')
         self.set("on_exit_hold_subcode", "MY.ExitCode")
         self.set("want_io_proxy", "true")
-
-    def request_disk_kib(self) -> int | None:
-        """Disk capacities plus room for a saved guest state, in KiB; None when unknown."""
-        capacities = [d.capacity_bytes for d in self.spec.disks if d.capacity_bytes is not None]
-        if not capacities:
-            self.note("request_disk", "disk capacities unknown: HTCondor sizes it from the input files")
-            return None
-        return math.ceil((sum(capacities) + self.spec.memory_bytes) / 1024)
 
     def stage_spec_and_xml(self) -> None:
         spec_path = self.out_path(jobcontract.SPEC_FILE)
@@ -429,15 +422,11 @@ class _Builder:
                           "after the match", "warning")
         else:
             clauses.append(f"stringListIMember({classad_string(hypervisor)}, TARGET.VM_HYPERVISORS)")
-        clauses += ["TARGET.Cpus >= MY.RequestCpus", "TARGET.Memory >= MY.RequestMemory"]
-        if self.request_disk_known():
-            clauses.append("TARGET.Disk >= MY.RequestDisk")
+        clauses += ["TARGET.Cpus >= MY.RequestCpus", "TARGET.Memory >= MY.RequestMemory",
+                    "TARGET.Disk >= MY.RequestDisk"]
         if hypervisor != ANY_HYPERVISOR:
             clauses += self.hypervisor_clauses(hypervisor)
         return " && ".join(clauses)
-
-    def request_disk_known(self) -> bool:
-        return any(d.capacity_bytes is not None for d in self.spec.disks)
 
     def hypervisor_clauses(self, hypervisor: str) -> list[str]:
         """Facts the node advertises for this hypervisor; a fact it does not advertise is not held

@@ -29,9 +29,12 @@ HYPERVISOR_FACTS = {"MAX_VCPUS": "255", "EFI": "true", "DISK_BUSES": '"ide,fdc,s
                     "MACHINE_TYPES": '"pc,pc-i440fx-7.2,q35,pc-q35-7.2"', "VIRTIOFS": "false"}
 
 
+INPUT_KIB = 1_000_000  # DiskUsage: condor_submit's sum of the input files' sizes
+
+
 def job_ad(description: SubmitDescription) -> classad2.ClassAd:
     """The job ad condor_submit makes from these commands (the parts Requirements read)."""
-    lines = []
+    lines = [f"DiskUsage = {INPUT_KIB}"]
     for key, value in description.commands:
         if key.startswith("MY."):
             lines.append(f"{key[3:]} = {value}")
@@ -85,6 +88,11 @@ def test_fails_without_the_hypervisor(web: VMSpec) -> None:
 def test_fails_with_too_little_memory(web: VMSpec) -> None:
     assert not matches(web, machine_ad(Memory="4096")), "4 GiB guest needs its QEMU overhead too"
     assert matches(web, machine_ad(Memory="5000"))
+
+
+def test_fails_with_too_little_disk_for_inputs_and_saved_state(web: VMSpec) -> None:
+    assert not matches(web, machine_ad(Disk=str(INPUT_KIB + 4 * 1024**2 - 1)))
+    assert matches(web, machine_ad(Disk=str(INPUT_KIB + 4 * 1024**2)))
 
 
 def test_fails_with_the_wrong_vm_type(web: VMSpec) -> None:
