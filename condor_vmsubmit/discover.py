@@ -650,23 +650,24 @@ def script_refusal(script: Path) -> str | None:
 
 
 def collect_scripts(running: list[tuple[str, subprocess.Popen]], deadline: Deadline) -> list[ScriptAnswer]:
-    """Wait for the scripts until the deadline; kill (whole process group) the ones still going."""
+    """Read every script's output in parallel until the deadline; kill the whole process group of
+    the ones still going (or still holding their output open)."""
+    readers = [(name, process, in_thread(process.communicate)) for name, process in running]
     answers = []
-    for name, process in running:
-        try:
-            stdout, stderr = process.communicate(timeout=deadline.left())
-        except subprocess.TimeoutExpired:
+    for name, process, wait in readers:
+        finished, output = wait(deadline.left())
+        if not finished or not isinstance(output, tuple):
             os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            wait(0.2)  # reap it; its pipes close with the group
             answers.append(ScriptAnswer(name, False, reason="discover did not finish in time"))
             continue
+        stdout, stderr = output
         if process.returncode == 0:
             answers.append(ScriptAnswer(name, True, stdout=stdout))
-        else:
-            lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-            why = lines[-1] if lines else ""
-            answers.append(ScriptAnswer(name, False, reason=f"discover exited {process.returncode}"
-                                                           + (f": {why}" if why else "")))
+            continue
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        why = f": {lines[-1]}" if lines else ""
+        answers.append(ScriptAnswer(name, False, reason=f"discover exited {process.returncode}{why}"))
     return answers
 
 

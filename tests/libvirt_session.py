@@ -1,0 +1,113 @@
+"""Test helpers: a private ``qemu:///session`` libvirtd and runs of the real ``condor_vm_discover``.
+
+On an execute node the startd runs discovery as the condor user, whose ``qemu:///session``
+daemon libvirt starts by itself.  Tests often run as root, for whom libvirt maps
+``qemu:///session`` to the system daemon; so the helper starts the same session daemon
+for an unprivileged user (``nobody``, in group ``kvm`` when that exists, as an admin would
+set up the condor user) and discovery reaches it through the socket in the URI.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+LIBVIRTD = "/usr/sbin/libvirtd"
+SYSTEM_FIRMWARE = Path("/usr/share/qemu/firmware")
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+@contextmanager
+def session_libvirtd(*, mask_firmware: bool = False) -> Iterator[str]:
+    """A running session libvirtd with its XDG folders in a fresh temp folder; yields its URI.
+
+    ``mask_firmware`` hides the system's UEFI firmware descriptors from it (an empty file of
+    the same name in ``$XDG_CONFIG_HOME/qemu/firmware`` masks one), as on a node without OVMF.
+    """
+    if not Path(LIBVIRTD).exists():
+        import pytest
+
+        pytest.skip(f"{LIBVIRTD} is not installed (Debian package libvirt-daemon)")
+    root = Path(tempfile.mkdtemp(prefix="vmdisc-", dir="/tmp"))  # short: UNIX socket paths are limited
+    runtime, config, cache = root / "runtime", root / "config", root / "cache"
+    for folder in (runtime, config / "qemu" / "firmware", cache):
+        folder.mkdir(mode=0o700, parents=True)
+    if mask_firmware:
+        for descriptor in SYSTEM_FIRMWARE.glob("*.json"):
+            (config / "qemu" / "firmware" / descriptor.name).write_text("")
+    as_root = os.geteuid() == 0
+    if as_root:
+        for path in [root, *root.rglob("*")]:
+            shutil.chown(path, "nobody", "nogroup")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(root), "XDG_RUNTIME_DIR": str(runtime),
+           "XDG_CONFIG_HOME": str(config), "XDG_CACHE_HOME": str(cache)}
+    log = (root.parent / f"{root.name}.log").open("wb")
+    daemon = subprocess.Popen(
+        [LIBVIRTD, "--timeout", "900"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        start_new_session=True,
+        **({"user": "nobody", "group": "nogroup",
+            "extra_groups": ["kvm"] if _group_exists("kvm") else []} if as_root else {}))
+    socket = runtime / "libvirt" / "libvirt-sock"
+    try:
+        for _ in range(300):  # libvirtd makes its socket within a second; allow a slow machine
+            if socket.exists() or daemon.poll() is not None:
+                break
+            time.sleep(0.1)
+        if not socket.exists():
+            raise RuntimeError(f"libvirtd did not start: {Path(log.name).read_text()[-2000:]}")
+        yield f"qemu+unix:///session?socket={socket}"
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_discover(*args: str, env: dict[str, str] | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``condor_vm_discover ARGS`` (the console script's function) in a fresh Python.
+
+    ``timeout`` only keeps a broken test from hanging the suite.
+    """
+    program = "from condor_vmsubmit.discover import main; main(prog_name='condor_vm_discover')"
+    command = [sys.executable, "-c", program, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def parse_cron(text: str) -> dict[str, str]:
+    """``Attr = value`` lines up to the ``-`` line, as the startd reads them."""
+    lines = text.splitlines()
+    assert lines and lines[-1] == "-", f"the ad does not end with a '-' line: {text!r}"
+    ad = {}
+    for line in lines[:-1]:
+        name, equals, value = line.partition(" = ")
+        assert equals, f"not an 'Attr = value' line: {line!r}"
+        ad[name] = value
+    return ad
+
+
+def string_list(value: str) -> list[str]:
+    """The items of a ClassAd string-list literal such as ``"qemu,kvm"``."""
+    assert value.startswith('"') and value.endswith('"'), value
+    return [item for item in value[1:-1].split(",") if item]
