@@ -107,13 +107,6 @@ class SubmitDescription:
             "notes": [{"source": n.source, "level": n.level, "message": n.message} for n in self.notes],
         }
 
-    def command(self, key: str) -> str | None:
-        """The value of ``key`` (case-insensitive), or None."""
-        for name, value in self.commands:
-            if name.lower() == key.lower():
-                return value
-        return None
-
 
 def translate(spec: VMSpec, options: TranslateOptions = TranslateOptions()) -> SubmitDescription:
     """Translate ``spec`` for ``options.target``; raises TargetError under ``strict``."""
@@ -594,6 +587,8 @@ def normalize_key(key: str) -> str:
     key = key.strip()
     if not _KEY.match(key):
         raise InputError(f"'{key}' is not a submit command name")
+    if key.lower() == "queue":
+        raise InputError("the queue statement comes from --queue N")
     if key.startswith("+"):
         return "MY." + key[1:]
     if key[:3].lower() == "my.":

@@ -86,7 +86,7 @@ def test_hypervisor_and_no_transfer_disks() -> None:
 
 @pytest.mark.parametrize("args", [
     ("--queue", "0"), ("--append", "no-equals-sign"), ("--append", "bad key=1"),
-    ("--target", "vmware"), ("--hypervisor", "kvm; rm"),
+    ("--target", "vmware"), ("--hypervisor", "kvm; rm"), ("--append", "queue=3"),
 ])
 def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     result = invoke(WEB, "--dry-run", *args)
