@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,15 @@ def test_storage_controllers_floppy_and_empty_drives() -> None:
 def test_vmware_efi_firmware() -> None:
     assert load(corpus("govmomi__external__SimpleVm_with_vgpu.ovf")).firmware == "efi"
     assert load(corpus("cot__csr1000v.ovf")).firmware == "bios"
+
+
+def test_virtualbox_efi_firmware(tmp_path: Path) -> None:
+    with tarfile.open(corpus("glance__testserver.ova")) as tar:
+        text = tar.extractfile("testserver.ovf").read().decode()  # type: ignore[union-attr]
+    assert load(corpus("glance__testserver.ova")).firmware == "bios"
+    path = tmp_path / "efi.ovf"
+    path.write_text(text.replace('<Hardware version="2">', '<Hardware version="2"><Firmware type="EFI64"/>'))
+    assert load(path).firmware == "efi"
 
 
 def test_nic_mac_model_and_network() -> None:

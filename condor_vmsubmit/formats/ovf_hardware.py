@@ -265,12 +265,17 @@ def _mac(raw: str | None, device: Device, warnings: list[str]) -> str | None:
     return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
-def firmware(section: etree._Element) -> str:
-    """``efi`` when VMware's ``vmw:Config firmware`` says so (as virt-v2v reads it), else ``bios``."""
-    for element in section.iter():
-        if isinstance(element.tag, str) and local(element.tag) == "Config" \
-                and attr(element, "key") == "firmware":
+def firmware(system: etree._Element) -> str:
+    """``efi`` when VMware's ``vmw:Config firmware`` (read as virt-v2v reads it) or VirtualBox's
+    ``vbox:Machine/Hardware/Firmware type`` says so, else ``bios``."""
+    for element in system.iter():
+        if not isinstance(element.tag, str):
+            continue
+        name = local(element.tag)
+        if name == "Config" and attr(element, "key") == "firmware":
             return "efi" if (attr(element, "value") or "").lower() == "efi" else "bios"
+        if name == "Firmware" and (element.get("type") or "").upper().startswith("EFI"):
+            return "efi"
     return "bios"
 
 
