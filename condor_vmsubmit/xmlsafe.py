@@ -59,10 +59,13 @@ def parse_file(path: str | Path) -> etree._Element:
     """Read ``path`` (at most the size limit) and parse it with :func:`parse_bytes`."""
     try:
         with open(path, "rb") as handle:
-            # Ask for the file's size (not the limit: read(n) allocates n bytes up front);
-            # pipes and devices report 0 and get the limit.
             size = os.fstat(handle.fileno()).st_size
-            data = handle.read((size if 0 < size <= MAX_XML_BYTES else MAX_XML_BYTES) + 1)
+            if size > MAX_XML_BYTES:
+                raise UnsafeInputError(f"XML document is {size} bytes, larger than the {MAX_XML_BYTES} byte limit",
+                                       path=path)
+            # Ask for the file's size, not the limit: read(n) allocates n bytes up front.
+            # Pipes and devices report 0 and may fill the limit (parse_bytes refuses more).
+            data = handle.read((size or MAX_XML_BYTES) + 1)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path=path) from None
     return parse_bytes(data, path)

@@ -6,6 +6,7 @@ The last tests run the installed ``condor_vmsubmit`` console script, as a user w
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -151,8 +152,8 @@ def run_inspect(*args: str | Path) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
-@pytest.mark.parametrize("case, code", [("xxe", 4), ("laughs", 4), ("external_dtd", 4), ("malformed", 3),
-                                        ("not_a_domain", 3)])
+@pytest.mark.parametrize("case, code", [("xxe", 4), ("laughs", 4), ("external_dtd", 4), ("oversized", 4),
+                                        ("malformed", 3), ("not_a_domain", 3)])
 def test_cli_prints_one_line_and_exit_code_never_a_traceback(tmp_path: Path, secret: Path, case: str,
                                                              code: int) -> None:
     texts = {
@@ -162,7 +163,9 @@ def test_cli_prints_one_line_and_exit_code_never_a_traceback(tmp_path: Path, sec
         "malformed": "<domain type='kvm'>\n  <name>web</name>\n  <memory>1024</memory\n</domain>\n",
         "not_a_domain": "<?xml version='1.0'?>\n<network><name>default</name></network>\n",
     }
-    path = write(tmp_path, texts[case], f"{case}.xml")
+    path = write(tmp_path, texts.get(case, "<domain><name>"), f"{case}.xml")
+    if case == "oversized":
+        os.truncate(path, MAX_XML_BYTES + 1)  # sparse: cheap to make, but over the limit
     result = run_inspect(path)
     assert result.returncode == code
     assert result.stdout == ""
