@@ -107,3 +107,25 @@ def test_rejected_job_is_one_line(schedd, domain: Path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "error: submission to the schedd failed" in result.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.xml")), ids=lambda p: p.name)
+def test_examples_submit(schedd, example: Path, tmp_path: Path) -> None:
+    """Each example, its disks taken as pre-staged on the nodes (they are not on this machine)."""
+    from condor_vmsubmit.formats.libvirt import load
+    from condor_vmsubmit.translate import TranslateOptions, translate
+
+    description = translate(load(example), TranslateOptions(output_dir=str(tmp_path), transfer_disks=False))
+    staged = {s.path for s in description.staged}
+    missing = [path for path in description.input_files if path not in staged and not Path(path).exists()]
+    if missing:
+        pytest.skip(f"{example.name} transfers {missing[0]}, which this machine lacks")
+    handle, clusters = schedd
+    cluster = submit(str(example), "--no-transfer-disks", "--hypervisor", "any", "--output-dir", str(tmp_path),
+                     clusters=clusters)
+    (ad,) = handle.query(f"ClusterId == {cluster}")
+    assert ad["VM_ATTR_NAME"] == load(example).name
+    assert ad["VM_ATTR_DISKS_TRANSFERRED"] is False
