@@ -141,7 +141,7 @@ def submit_spec(spec: VMSpec, options: SubmitOptions, extra_input_files: Iterabl
         import json
 
         click.echo(json.dumps({"cluster": result.cluster, "count": result.count,
-                               "output_dir": str(output_dir)}))
+                               "output_dir": str(output_dir), "notes": description.to_dict()["notes"]}))
     else:
         click.echo(f"{result.count} job(s) submitted to cluster {result.cluster}.")
 
