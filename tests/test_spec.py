@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from condor_vmsubmit.errors import VMSubmitError
+from condor_vmsubmit.formats import load as load_any
 from condor_vmsubmit.formats.libvirt import load
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, SharedFolder, VMSpec
 
@@ -93,6 +94,25 @@ def test_every_corpus_spec_validates_and_round_trips(corpus_specs: list[VMSpec],
         errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(json.loads(text))]
         assert not errors, f"{spec.source_path}: {errors}"
         assert VMSpec.from_json(text) == spec
+
+
+@pytest.mark.parametrize("corpus", ["ovf", "vmdk"])
+def test_specs_of_the_other_adapters_validate_and_round_trip(corpus: str,
+                                                             validator: jsonschema.Draft202012Validator) -> None:
+    """The schema is the contract for every adapter, not only libvirt's."""
+    checked = 0
+    for path in sorted(corpus_folder(corpus).iterdir()):
+        if path.name in ("EXPECTED.json", "MANIFEST.tsv"):
+            continue
+        try:
+            spec = load_any(path)
+        except VMSubmitError:
+            continue
+        errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(json_form(spec))]
+        assert not errors, f"{path.name}: {errors}"
+        assert VMSpec.from_json(spec.to_json()) == spec, path.name
+        checked += 1
+    assert checked > 20
 
 
 def test_sample_spec_validates_and_round_trips(validator: jsonschema.Draft202012Validator) -> None:
