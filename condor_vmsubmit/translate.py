@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath, PurePosixPath
 from typing import Iterable, Literal
 
@@ -327,8 +327,10 @@ class _Builder:
         self.set("want_io_proxy", "true")
 
     def stage_spec_and_xml(self) -> None:
+        """The spec file (with the hypervisor the job asks for; None for any) and the user's XML."""
         spec_path = self.out_path(jobcontract.SPEC_FILE)
-        self.staged.append(Staged(spec_path, text=self.spec.to_json()))
+        chosen = None if self.hypervisor == ANY_HYPERVISOR else self.hypervisor
+        self.staged.append(Staged(spec_path, text=replace(self.spec, hypervisor=chosen).to_json()))
         self.transfer(spec_path, "spec file")
         if self.spec.source_format == "libvirt" and self.spec.source_path:
             xml_path = self.out_path(jobcontract.DOMAIN_XML_FILE)

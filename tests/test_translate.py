@@ -130,6 +130,12 @@ def test_hypervisor_override_and_any(web: VMSpec) -> None:
     assert any(n.source == "<os>" and n.level == "warning" for n in anything.notes), "efi unchecked for any"
 
 
+def test_spec_file_carries_the_chosen_hypervisor(web: VMSpec) -> None:
+    for chosen, in_spec in (("qemu", "qemu"), ("any", None)):
+        staged = translate(web, TranslateOptions(output_dir=OUT, hypervisor=chosen)).staged[0]
+        assert VMSpec.from_json(staged.text) == replace(web, hypervisor=in_spec)
+
+
 def test_unknown_hypervisor_is_script_managed(web: VMSpec) -> None:
     commands = runner(web, hypervisor="qemu-direct")
     assert commands["MY.VM_TYPE"] == '"script-managed"'
