@@ -233,3 +233,25 @@ def test_indexing_reads_headers_not_disk_data(package: Path, tmp_path: Path) -> 
         ova.read_member(index, index.descriptor, fileobj=counted)
     assert index.members[DISK].size == 256 * 2**20
     assert CountingFile.bytes_read < 64 * 1024
+
+
+@pytest.mark.parametrize("attributes,message", [
+    ('ovf:chunkSize="1048576"', "split into chunks"),
+    ('ovf:compression="bzip2"', "only gzip is supported"),
+])
+def test_chunked_and_non_gzip_files_are_clear_errors(package: Path, tmp_path: Path, attributes: str,
+                                                     message: str) -> None:
+    ovf_bytes = descriptor(package).replace(f'ovf:href="{DISK}"'.encode(), f'ovf:href="{DISK}" {attributes}'.encode())
+    path = make_ova(tmp_path / "c.ova", [(f"{STEM}.ovf", ovf_bytes), (DISK, disk(package))])
+    spec = load(path)
+    for function in (plan_disks, stage_disks):
+        with pytest.raises(InputError, match=message):
+            function(spec, tmp_path / "out")
+
+
+def test_gzip_data_that_is_not_gzip_is_an_input_error(package: Path, tmp_path: Path) -> None:
+    ovf_bytes = descriptor(package).replace(f'ovf:href="{DISK}"'.encode(),
+                                            f'ovf:href="{DISK}" ovf:compression="gzip"'.encode())
+    path = make_ova(tmp_path / "g.ova", [(f"{STEM}.ovf", ovf_bytes), (DISK, disk(package))])
+    with pytest.raises(InputError, match="not valid gzip data"):
+        stage_disks(load(path), tmp_path / "out")

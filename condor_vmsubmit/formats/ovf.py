@@ -85,7 +85,10 @@ def open_or_fail(path: str | Path):  # type: ignore[no-untyped-def]
 def open_appliance(path: str | Path, system: str | None = None, validate: bool = False) -> Appliance:
     """Parse the descriptor of ``path`` (.ovf or .ova) and choose its VirtualSystem."""
     data, index = read_descriptor(path)
-    root = parse_bytes(data, path) if data is not None else parse_file(path)
+    if index is not None and data is not None:  # XML errors point into the member: FILE.ova!NAME.ovf:LINE
+        root = parse_bytes(data, f"{path}!{index.descriptor.name}")
+    else:
+        root = parse_file(path)
     envelope_version(root, path)
     if validate:
         validate_schema(root, path)

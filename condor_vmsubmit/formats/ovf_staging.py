@@ -50,6 +50,8 @@ def stage_disks(spec: VMSpec, staging_dir: str | Path, *, progress: bool = False
     appliance = open_appliance(package, system=spec.extras.get("ovf_system") or None)
     files = {ref.href: ref for ref in references(appliance.root).values()}
     hrefs = list(dict.fromkeys(d.source for d in spec.disks if d.source))
+    for href in hrefs:
+        _supported(files.get(href), href, package)
     warnings: list[str] = []
     staging = Path(staging_dir)
     if appliance.ova is not None:
@@ -67,7 +69,7 @@ def plan_disks(spec: VMSpec, staging_dir: str | Path) -> StagedFiles:
     files = {ref.href: ref for ref in references(appliance.root).values()}
     paths = {}
     for href in dict.fromkeys(d.source for d in spec.disks if d.source):
-        ref = files.get(href)
+        ref = _supported(files.get(href), href, spec.source_path)
         if appliance.ova is not None:
             name = member_path(appliance.ova.base, href, spec.source_path)
             if name not in appliance.ova.members:
@@ -80,6 +82,17 @@ def plan_disks(spec: VMSpec, staging_dir: str | Path) -> StagedFiles:
         else:
             paths[href] = _local_file(Path(spec.source_path), href)
     return StagedFiles(paths, ())
+
+
+def _supported(ref: FileRef | None, href: str, package: str | Path) -> FileRef | None:
+    """``ref`` when we can read its file: plain or gzip, in one piece."""
+    if ref is not None and ref.compression not in (None, "", "identity", "gzip"):
+        raise InputError(f"file '{href}' uses compression '{ref.compression}'; only gzip is supported",
+                         path=package)
+    if ref is not None and ref.chunk_size:
+        raise InputError(f"file '{href}' is split into chunks (ovf:chunkSize), which is not supported",
+                         path=package)
+    return ref
 
 
 def _is_gzip(ref: FileRef | None) -> bool:
@@ -180,13 +193,7 @@ def _copy(stream: BinaryIO, size: int, staging: Path, name: str, ref: FileRef | 
           expected: Digest | None, manifest: str | Path, href: str, progress: bool) -> Path:
     """Stream ``stream`` into the staging folder (gunzipped when the reference says gzip),
     hashing the stored bytes; returns the local file."""
-    compressed = ref is not None and ref.compression not in (None, "", "identity")
-    if compressed and ref.compression != "gzip":  # type: ignore[union-attr]
-        raise InputError(f"file '{href}' uses compression '{ref.compression}'; only gzip is supported",  # type: ignore[union-attr]
-                         path=manifest)
-    if ref is not None and ref.chunk_size:
-        raise InputError(f"file '{href}' is split into chunks (ovf:chunkSize), which is not supported",
-                         path=manifest)
+    compressed = _is_gzip(ref)
     target = staging / _staged_name(name, ref)
     target.parent.mkdir(parents=True, exist_ok=True)
     algorithm = expected.algorithm if expected else "sha1"
