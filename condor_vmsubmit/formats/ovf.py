@@ -24,7 +24,7 @@ from ..spec import VMSpec
 from ..xmlsafe import parse_bytes, parse_file
 from . import ova, ovf_hardware as hw
 from .ovf_envelope import (attr, child, children, choose_system, disk_definitions, envelope_version,
-                           network_names, references, text, virtual_systems)
+                           network_names, references, text)
 from .ovf_product import Product, apply_properties, read_product
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "ovf-envelope.xsd"
@@ -61,25 +61,18 @@ class Appliance:
     def product(self, profile: str | None = None) -> Product:
         return read_product(self.scopes, profile)
 
-    def systems(self) -> list[str]:
-        return [attr(s, "id") or f"#{n}" for n, s in enumerate(virtual_systems(self.root), 1)]
-
 
 def read_descriptor(path: str | Path) -> tuple[bytes | None, ova.OvaIndex | None]:
     """The descriptor bytes of an OVA (and its index), or ``(None, None)`` for a plain .ovf."""
-    with open_or_fail(path) as handle:
-        head = handle.read(512)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=path) from None
     if Path(path).suffix.lower() == ".ova" or head[257:262] == b"ustar":
         index = ova.index(path)
         return ova.read_member(index, index.descriptor), index
     return None, None
-
-
-def open_or_fail(path: str | Path):  # type: ignore[no-untyped-def]
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", path=path) from None
 
 
 def open_appliance(path: str | Path, system: str | None = None, validate: bool = False) -> Appliance:
@@ -93,7 +86,7 @@ def open_appliance(path: str | Path, system: str | None = None, validate: bool =
     if validate:
         validate_schema(root, path)
     chosen = choose_system(root, path, system)
-    scopes = [ancestor for ancestor in reversed(list(chosen.iterancestors()))] + [chosen]
+    scopes = list(reversed(list(chosen.iterancestors()))) + [chosen]  # envelope, collections, system
     return Appliance(str(path), root, chosen, scopes, index)
 
 
@@ -173,8 +166,9 @@ def validate_schema(root: etree._Element, path: str | Path) -> None:
     The schema is written for the OVF 1.x namespace and applied to 2.x by renaming;
     OVF 0.9 (``Section xsi:type``) predates DSP0243 and is not validated.
     """
-    namespace = etree.QName(root).namespace
-    if namespace not in ("http://schemas.dmtf.org/ovf/envelope/1", "http://schemas.dmtf.org/ovf/envelope/2"):
+    namespace = etree.QName(root).namespace or ""
+    if namespace.rstrip("/") not in ("http://schemas.dmtf.org/ovf/envelope/1",
+                                     "http://schemas.dmtf.org/ovf/envelope/2"):
         raise InputError("--validate covers OVF 1.x and 2.x envelopes only", path=path)
     schema = _schema(namespace)
     error = next(iter(schema.iter_errors(root)), None)
