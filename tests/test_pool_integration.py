@@ -66,7 +66,7 @@ def submit(*args: str, clusters: list[int]) -> int:
     result = subprocess.run([PROGRAM, *args, "-append", "hold=true"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    match = re.fullmatch(r"(\d+) job\(s\) submitted to cluster (\d+)\.\n", result.stdout)
+    match = re.fullmatch(r"Submitting job\(s\)\.+\n(\d+) job\(s\) submitted to cluster (\d+)\.\n", result.stdout)
     assert match, result.stdout
     clusters.append(int(match.group(2)))
     return int(match.group(2))

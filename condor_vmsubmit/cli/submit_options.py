@@ -143,7 +143,8 @@ def submit_spec(spec: VMSpec, options: SubmitOptions, extra_input_files: Iterabl
         click.echo(json.dumps({"cluster": result.cluster, "count": result.count,
                                "output_dir": str(output_dir), "notes": description.to_dict()["notes"]}))
     else:
-        click.echo(f"{result.count} job(s) submitted to cluster {result.cluster}.")
+        click.echo(f"Submitting job(s){'.' * result.count}\n"  # as condor_submit prints it
+                   f"{result.count} job(s) submitted to cluster {result.cluster}.")
 
 
 def _translate_options(options: SubmitOptions, output_dir: Path, extra: tuple[str, ...],
