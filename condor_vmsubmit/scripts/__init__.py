@@ -1,0 +1,1 @@
+"""Admin-installed helper programs shipped with condor_vmsubmit (script-managed hypervisors)."""

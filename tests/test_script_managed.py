@@ -1,0 +1,242 @@
+"""Script-managed hypervisors: the protocol edge and the shipped qemu-direct script, with real guests."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from condor_vmsubmit.errors import InputError
+from condor_vmsubmit.jobcontract import CHECKPOINT_DIR, SPEC_FILE
+from condor_vmsubmit.runner.script_protocol import (
+    Outcome,
+    find_script,
+    run_action,
+    start_guest,
+)
+from condor_vmsubmit.scripts.qemu_direct import problems, qemu_command
+from condor_vmsubmit.spec import Disk, KernelBoot, Nic, SharedFolder, VMSpec
+
+REPO = Path(__file__).resolve().parents[1]
+COUNTING_JOB = "i=0; while true; do echo count=$i; i=$((i+1)); sleep 0.2; done"
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_guest", REPO / "examples/guest/build_guest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("build_guest", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def built_guest(tmp_path_factory):
+    """Kernel and initramfs of the tiny test guest, built once for this module."""
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    out = tmp_path_factory.mktemp("guest")
+    _builder().build_guest(out)
+    return out
+
+
+@pytest.fixture()
+def script_dir(tmp_path):
+    """An admin script directory holding qemu-direct, as an admin would install it."""
+    folder = tmp_path / "vm-scripts"
+    folder.mkdir()
+    launcher = folder / "qemu-direct"
+    launcher.write_text(f"#!{sys.executable}\nfrom condor_vmsubmit.scripts.qemu_direct import main\n"
+                        "import sys\nsys.exit(main())\n")
+    launcher.chmod(0o755)
+    return folder
+
+
+def make_sandbox(tmp_path: Path, guest: Path, job: str, **spec_changes) -> Path:
+    """A job sandbox as HTCondor would leave it: spec, kernel, initrd, job disk, job ad."""
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    for name in ("vmlinuz", "initrd.img"):
+        shutil.copy(guest / name, sandbox / name)
+    _builder().write_job_disk(sandbox / "job.img", job)
+    spec = VMSpec(
+        "libvirt", "qd-test", 1, 128 * 2**20,
+        kernel_boot=KernelBoot("/home/user/vmlinuz", "/home/user/initrd.img", "console=ttyS0 panic=-1"),
+        disks=(Disk(bus="virtio", format="raw", source="/home/user/job.img"),),
+        **spec_changes,
+    )
+    (sandbox / SPEC_FILE).write_text(spec.to_json())
+    (sandbox / ".job.ad").write_text('VM_TYPE = "script-managed"\nVM_HYPERVISOR = "qemu-direct"\n')
+    return sandbox
+
+
+def call(script: Path, action: str, sandbox: Path):
+    return run_action(script, action, sandbox / ".job.ad", sandbox, sandbox / SPEC_FILE, timeout=60)
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def counts(console: Path) -> list[int]:
+    text = console.read_text(errors="replace") if console.exists() else ""
+    return [int(n) for n in re.findall(r"^count=(\d+)\s*$", text, re.M)]
+
+
+# --- the protocol edge -------------------------------------------------------------------------
+
+def test_find_script_refuses_what_a_user_could_plant(tmp_path, script_dir):
+    assert find_script("qemu-direct", script_dir) == script_dir / "qemu-direct"
+    with pytest.raises(InputError, match="not a valid"):
+        find_script("../bin/sh", script_dir)
+    with pytest.raises(InputError, match="no script"):
+        find_script("xen", script_dir)
+    (script_dir / "plain").write_text("#!/bin/sh\n")
+    with pytest.raises(InputError, match="not an executable"):
+        find_script("plain", script_dir)
+    (script_dir / "plain").chmod(0o775)
+    with pytest.raises(InputError, match="writable by group"):
+        find_script("plain", script_dir)
+
+
+def test_exit_codes_map_to_outcomes(tmp_path):
+    script = tmp_path / "hv"
+    script.write_text('#!/bin/sh\ncase "$1" in\n'
+                      '  verify) echo "too much memory" >&2; exit 1;;\n'
+                      '  status) echo running; exit 0;;\n'
+                      '  pause) exit 3;;\n'
+                      '  resume) echo \'VM_MEMORY = 512\'; exit 2;;\n'
+                      '  stop) exit 9;;\nesac\n')
+    script.chmod(0o755)
+    ad = tmp_path / "job.ad"
+    ad.write_text("[]")
+    result = {a: run_action(script, a, ad, tmp_path, tmp_path / SPEC_FILE)
+              for a in ("verify", "status", "pause", "resume", "stop")}
+    assert result["verify"].outcome is Outcome.REJECTED and result["verify"].reason == "too much memory"
+    assert result["status"].outcome is Outcome.EXECUTED and result["status"].stdout.strip() == "running"
+    assert result["pause"].outcome is Outcome.NOT_IMPLEMENTED
+    assert result["resume"].outcome is Outcome.MODIFIED and "VM_MEMORY = 512" in result["resume"].stdout
+    assert result["stop"].outcome is Outcome.FAILED and result["stop"].reason == "exit code 9"
+
+
+def test_qemu_command_follows_the_spec(tmp_path):
+    spec = VMSpec("ovf", "web", 2, 2 * 2**30,
+                  disks=(Disk(bus="scsi", format="vmdk", source="a/disk1.vmdk"),
+                         Disk(device="cdrom", bus="ide", format="raw", source="seed.iso")),
+                  nics=(Nic(model="e1000", mac="52:54:00:aa:bb:cc"), Nic(link="down")))
+    command = qemu_command(spec, tmp_path, tmp_path / "console.log", restore=True)
+    text = " ".join(command)
+    assert "-m 2048M" in text and "-smp 2" in text and "-accel tcg" in text
+    assert f"file={tmp_path}/disk1.vmdk,format=vmdk,id=drive0,if=none" in text
+    assert "scsi-hd,drive=drive0" in text and "virtio-scsi-pci" in text
+    assert f"file={tmp_path}/seed.iso,format=raw,id=drive1,readonly=on,media=cdrom,if=ide" in text
+    assert "e1000,netdev=net0,id=nic0,mac=52:54:00:aa:bb:cc" in text
+    assert command[-2:] == ["-incoming", f"exec:cat {CHECKPOINT_DIR}/qemu-direct.state"]
+
+
+def test_problems_name_what_qemu_direct_cannot_do(tmp_path):
+    spec = VMSpec("libvirt", "x", 1, 2**27,
+                  disks=(Disk(source_type="network", source="nbd://h/x", format="raw"),
+                         Disk(source="missing.qcow2"), Disk(source="x.img", format="raw", bus="usb")),
+                  shared_folders=(SharedFolder("/data", "data"),))
+    (tmp_path / "x.img").write_bytes(b"\0" * 512)
+    found = problems(spec, tmp_path)
+    assert found == ["disk 0: only file-backed disks are supported",
+                     "disk 1: missing.qcow2 is not in the sandbox",
+                     "disk 1: no explicit format (formats are never probed)",
+                     "disk 2: bus 'usb' is not supported",
+                     "shared folders are not supported by qemu-direct"]
+
+
+# --- real guests through qemu-direct ---------------------------------------------------------
+
+@pytest.mark.guest
+def test_discover_advertises_the_qemu_version(tmp_path, script_dir):
+    (tmp_path / ".job.ad").write_text("[]")
+    result = call(script_dir / "qemu-direct", "discover", tmp_path)
+    assert result.outcome is Outcome.EXECUTED
+    version = subprocess.run(["qemu-system-x86_64", "-version"], capture_output=True, text=True).stdout
+    advertised = re.search(r'VM_QEMU_DIRECT_ATTR_VERSION = "(.+)"', result.stdout).group(1)
+    assert advertised in version
+
+
+@pytest.mark.guest
+def test_guest_runs_to_its_exit_status(tmp_path, built_guest, script_dir):
+    sandbox = make_sandbox(tmp_path, built_guest, "echo hello from the job; exit 7",
+                           nics=(Nic(model="virtio", link="down"),))
+    script = script_dir / "qemu-direct"
+    assert call(script, "verify", sandbox).outcome is Outcome.EXECUTED
+    guest = start_guest(script, sandbox / ".job.ad", sandbox, sandbox / SPEC_FILE)
+    assert guest.wait(timeout=120) == Outcome.EXECUTED
+    console = (sandbox / "console.log").read_text()
+    assert "hello from the job" in console
+    assert "condor-vm-exit-status=7" in console
+
+
+@pytest.mark.guest
+def test_pause_resume_checkpoint_and_restore_continue_the_count(tmp_path, built_guest, script_dir):
+    sandbox = make_sandbox(tmp_path, built_guest, COUNTING_JOB)
+    script = script_dir / "qemu-direct"
+    console = sandbox / "console.log"
+    guest = start_guest(script, sandbox / ".job.ad", sandbox, sandbox / SPEC_FILE)
+    try:
+        wait_for(lambda: len(counts(console)) >= 3)
+        assert call(script, "status", sandbox).stdout.strip() == "running"
+
+        assert call(script, "pause", sandbox).outcome is Outcome.EXECUTED
+        assert call(script, "status", sandbox).stdout.strip() == "paused"
+        frozen = counts(console)[-1]
+        time.sleep(1.0)
+        assert counts(console)[-1] == frozen, "a paused guest kept counting"
+        assert call(script, "resume", sandbox).outcome is Outcome.EXECUTED
+        wait_for(lambda: counts(console)[-1] > frozen)
+
+        assert call(script, "checkpoint", sandbox).outcome is Outcome.EXECUTED
+        assert guest.wait(timeout=60) == Outcome.EXECUTED
+    finally:
+        guest.kill()
+    saved = counts(console)[-1]
+    assert (sandbox / CHECKPOINT_DIR / "qemu-direct.state").stat().st_size > 0
+
+    console.rename(sandbox / "console-before.log")
+    restored = start_guest(script, sandbox / ".job.ad", sandbox, sandbox / SPEC_FILE)
+    try:
+        wait_for(lambda: len(counts(console)) >= 2)
+        after = counts(console)
+        assert after[0] == saved + 1, f"count restarted at {after[0]}, saved at {saved}"
+        assert call(script, "status", sandbox).stdout.strip() == "running"
+    finally:
+        os.environ["VMSUBMIT_STOP_GRACE"] = "1"
+        try:
+            assert call(script, "stop", sandbox).outcome is Outcome.EXECUTED
+        finally:
+            del os.environ["VMSUBMIT_STOP_GRACE"]
+        restored.wait(timeout=30)
+
+
+@pytest.mark.guest
+def test_sigkill_of_the_runner_takes_the_guest_with_it(tmp_path, built_guest, script_dir):
+    sandbox = make_sandbox(tmp_path, built_guest, COUNTING_JOB)
+    runner = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom pathlib import Path\n"
+         "from condor_vmsubmit.runner.script_protocol import start_guest\n"
+         f"s = Path({str(sandbox)!r})\n"
+         f"start_guest(Path({str(script_dir / 'qemu-direct')!r}), s / '.job.ad', s, s / {SPEC_FILE!r})\n"
+         "time.sleep(600)\n"])
+    console = sandbox / "console.log"
+    wait_for(lambda: len(counts(console)) >= 1)
+    qemu_pid = int((sandbox / "qemu.pid").read_text())
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    wait_for(lambda: not Path(f"/proc/{qemu_pid}").exists(), timeout=15)
