@@ -211,3 +211,27 @@ def test_hotplug_memory_devices_add_to_numa_memory(read) -> None:
     devices = "<memory model='dimm'><target><size unit='MiB'>512</size><node>0</node></target></memory>"
     xml = domain(devices, head=head).replace("<memory unit='MiB'>64</memory>", "")
     assert read(xml).memory_bytes == (1024 + 512) * 1024**2
+
+
+@pytest.mark.parametrize("address", ["52:54:0:a:b:1", "52:54:00:0A:0B:01 ", "52:54:00:0a:0b:01"])
+def test_mac_addresses_are_written_as_libvirt_writes_them(read, libvirt_view, address: str) -> None:
+    xml = domain(f"<interface type='user'><mac address='{address}'/></interface>")
+    libvirt_mac = libvirt_view(xml).find("devices/interface/mac").get("address")
+    assert read(xml).nics[0].mac == libvirt_mac == "52:54:00:0a:0b:01"
+
+
+@pytest.mark.parametrize("address, problem", [
+    ("52:54:00:0a:0b", "is not a MAC address"), ("x", "is not a MAC address"),
+    (" 52:54:00:0a:0b:01", "is not a MAC address"), ("52:54:00:0a:0b:01x", "is not a MAC address"),
+    ("", "is not a MAC address"), ("01:00:5e:00:00:01", "is a multicast address"),
+])
+def test_bad_mac_addresses_are_refused_like_libvirt(tmp_path: Path, address: str, problem: str) -> None:
+    path = tmp_path / "mac.xml"
+    path.write_text(domain(f"<interface type='user'>\n<mac address='{address}'/></interface>"))
+    with pytest.raises(InputError) as caught:
+        load(path)
+    assert caught.value.one_line().startswith(f"{path}:9: <mac address='{address}'> {problem}")
+    connection = libvirt.open("test:///default")
+    with pytest.raises(libvirt.libvirtError):
+        connection.defineXML(path.read_text())
+    connection.close()

@@ -10,6 +10,7 @@ user's XML may reach one.
 from __future__ import annotations
 
 import copy
+import string
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def spec_from_domain(root: etree._Element, path: str | Path) -> VMSpec:
         machine=os_type.get("machine") if os_type is not None else None,
         kernel_boot=_kernel_boot(os_parts),
         disks=_libvirt_disk_order(_children(devices, "disk"), path),
-        nics=tuple(_nic(i) for i in _children(devices, "interface")),
+        nics=tuple(_nic(i, path) for i in _children(devices, "interface")),
         shared_folders=tuple(_shared_folder(f) for f in _children(devices, "filesystem")),
         consoles=tuple(_console(c) for c in _children(devices, "serial", "console")),
         extras=_extras(os_type, top.get("cpu")),
@@ -299,7 +300,7 @@ def _backing_source(backing: etree._Element | None) -> str | None:
     return _disk_source(backing.find("source"), backing.get("type", "file")) or "(unnamed)"
 
 
-def _nic(element: etree._Element) -> Nic:
+def _nic(element: etree._Element, path: str | Path) -> Nic:
     kind = element.get("type", "user")
     parts = _first_children(element)
     source = parts.get("source")
@@ -310,11 +311,27 @@ def _nic(element: etree._Element) -> Nic:
     mac, model, link = parts.get("mac"), parts.get("model"), parts.get("link")
     return Nic(
         model=_nic_model(model.get("type")) if model is not None else None,
-        mac=mac.get("address", "").lower() or None if mac is not None else None,
+        mac=_mac(mac, path) if mac is not None and mac.get("address") is not None else None,
         network=network,
         network_kind=kind,
         link="down" if link is not None and link.get("state") == "down" else "up",
     )
+
+
+def _mac(element: etree._Element, path: str | Path) -> str:
+    """A ``<mac address>`` read as libvirt's virMacAddrParse does, written ``52:54:00:0a:0b:01``.
+
+    Six groups of one or two hex digits; libvirt refuses multicast addresses for NICs.
+    """
+    text = element.get("address", "")
+    groups = text.rstrip().split(":")
+    if len(groups) != 6 or not all(0 < len(g) <= 2 and all(c in string.hexdigits for c in g) for g in groups):
+        raise InputError(f"<mac address='{text}'> is not a MAC address", path=path, line=element.sourceline)
+    octets = [int(group, 16) for group in groups]
+    if octets[0] & 1:
+        raise InputError(f"<mac address='{text}'> is a multicast address; a NIC needs a unicast one",
+                         path=path, line=element.sourceline)
+    return ":".join(f"{octet:02x}" for octet in octets)
 
 
 def _nic_model(model: str | None) -> str | None:
