@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import click
 
-from ..errors import InputError
+from ..errors import InputError, VMSubmitError
 from ..spec import VMSpec
 from ..translate import (TARGETS, SubmitDescription, Target, TranslateOptions, parse_append,
                          safe_file_stem, translate)
@@ -209,17 +209,22 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
         output_dir = options.output_dir.absolute() if options.output_dir else Path(folder)
         description = translate(spec, _translate_options(replace(options, target="runner"), output_dir,
                                                           extra, None))
-        _print_notes(description)
+        _print_notes(description, only_warnings=True)  # request_* notes mean nothing here
         _check_inputs(description)
         _make_dir(output_dir)
         write_staged(description)
-        from ..runner.local import run_local
-
+        try:
+            from ..runner.local import run_local
+        except ImportError as error:  # the runner's libvirt-python is an optional extra
+            raise VMSubmitError(f"--local needs the execute-side parts (pip install "
+                                f"'condor_vmsubmit[execute]'): {error}") from None
         return run_local(spec, list(description.input_files))
 
 
-def _print_notes(description: SubmitDescription) -> None:
+def _print_notes(description: SubmitDescription, only_warnings: bool = False) -> None:
     for note in description.notes:
+        if only_warnings and note.level != "warning":
+            continue
         click.echo(f"{_prog()}: {note.one_line()}", err=True)
 
 
