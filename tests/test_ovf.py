@@ -56,6 +56,15 @@ def test_memory_in_every_allocation_units_spelling(tmp_path: Path, units: str, q
     assert (spec.vcpus, spec.memory_bytes, spec.warnings) == (2, expected, ())
 
 
+def test_memory_beyond_64_bits_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.ovf"
+    path.write_text(ENVELOPE.format(units="<rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>",
+                                    quantity="99999999999999999999999"))
+    with pytest.raises(InputError, match="overflows 64 bits") as error:
+        load(path)
+    assert error.value.line == 11
+
+
 def test_missing_memory_units_mean_mib_with_a_warning(tmp_path: Path) -> None:
     path = tmp_path / "m.ovf"
     path.write_text(ENVELOPE.format(units="", quantity="512"))

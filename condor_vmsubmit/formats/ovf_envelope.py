@@ -15,7 +15,7 @@ from pathlib import Path
 from lxml import etree
 
 from ..errors import InputError, UnsafeInputError
-from ..units import UnitError, programmatic_multiplier
+from ..units import MAX_BYTES, UnitError, programmatic_multiplier
 
 ENVELOPE_VERSIONS = {
     "http://www.vmware.com/schema/ovf/1/envelope": "0.9",
@@ -147,10 +147,13 @@ def _capacity(element: etree._Element, path: str | Path, properties: dict[str, s
         return None
     units = attr(element, "capacityAllocationUnits") or "byte"
     try:
-        return int(raw) * programmatic_multiplier(units)
+        capacity = int(raw) * programmatic_multiplier(units)
+        if capacity < 0 or capacity > MAX_BYTES:
+            raise UnitError("not between 0 and 2^64 - 1 bytes")
     except (ValueError, UnitError) as exc:
         raise InputError(f"Disk '{attr(element, 'diskId')}': capacity '{raw}' {units}: {exc}",
                          path=path, line=element.sourceline) from None
+    return capacity
 
 
 def network_names(scopes: list[etree._Element]) -> list[str]:

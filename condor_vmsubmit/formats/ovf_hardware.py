@@ -16,7 +16,7 @@ from lxml import etree
 
 from ..errors import InputError
 from ..spec import Disk, Nic
-from ..units import UnitError, programmatic_multiplier
+from ..units import MAX_BYTES, UnitError, programmatic_multiplier
 from .ovf_envelope import DiskDef, FileRef, attr, children, kind, local
 
 # DSP1041 / CIM_ResourceAllocationSettingData.ResourceType values we read.
@@ -130,9 +130,12 @@ def memory_bytes(devices: list[Device], path: str | Path, warnings: list[str]) -
         warnings.append("memory Item has no AllocationUnits; assuming MiB as VMware and virt-v2v do")
         units = "byte * 2^20"
     try:
-        return int(raw) * programmatic_multiplier(units)
+        total = int(raw) * programmatic_multiplier(units)
     except UnitError as exc:
         raise InputError(f"memory Item: {exc}", path=path, line=item.line) from None
+    if total > MAX_BYTES:
+        raise InputError(f"memory Item: {raw} x '{units}' overflows 64 bits", path=path, line=item.line)
+    return total
 
 
 def controller_buses(devices: list[Device]) -> dict[str, str]:
