@@ -156,19 +156,19 @@ def _stage_from_folder(descriptor: Path, hrefs: list[str], files: dict[str, File
         warnings.append(f"no manifest {descriptor.with_suffix('.mf').name}; the files are not verified")
     paths = {}
     for href in hrefs:
-        name = member_path("", href, descriptor)
         local = _local_file(descriptor, href)
         expected = _expected(digests, href, warnings)
         ref = files.get(href)
-        if _is_gzip(ref) or expected is not None:
+        if _is_gzip(ref):
             with open(local, "rb") as stream:
-                if _is_gzip(ref):
-                    paths[href] = _copy(stream, local.stat().st_size, staging, name, ref, expected,
-                                        manifest or descriptor, href, progress)
-                    continue
-                actual = hash_stream(stream, expected.algorithm, local.stat().st_size,
-                                     f"verifying {href}", progress=progress)
-                check(href, expected, actual, manifest or descriptor, warnings)
+                paths[href] = _copy(stream, local.stat().st_size, staging, member_path("", href, descriptor),
+                                    ref, expected, manifest or descriptor, href, progress)
+            continue
+        if expected is not None:
+            with open(local, "rb") as stream:
+                actual = hash_stream(stream, expected.algorithm, local.stat().st_size, f"verifying {href}",
+                                     progress=progress)
+            check(href, expected, actual, manifest or descriptor, warnings)
         paths[href] = local
     return paths
 
@@ -196,6 +196,7 @@ def _copy(stream: BinaryIO, size: int, staging: Path, name: str, ref: FileRef | 
     compressed = _is_gzip(ref)
     target = staging / _staged_name(name, ref)
     target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)  # replace, never write through, whatever is there (a symlink, a stale copy)
     algorithm = expected.algorithm if expected else "sha1"
     with open(target, "wb") as out:
         if compressed:
