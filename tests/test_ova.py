@@ -255,3 +255,13 @@ def test_gzip_data_that_is_not_gzip_is_an_input_error(package: Path, tmp_path: P
     path = make_ova(tmp_path / "g.ova", [(f"{STEM}.ovf", ovf_bytes), (DISK, disk(package))])
     with pytest.raises(InputError, match="not valid gzip data"):
         stage_disks(load(path), tmp_path / "out")
+
+
+def test_extraction_replaces_a_planted_symlink_instead_of_writing_through_it(package: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "out").mkdir()
+    os.symlink(victim, tmp_path / "out" / DISK)
+    staged = stage_disks(load(package / f"{STEM}.ova"), tmp_path / "out")
+    assert victim.read_text() == "precious"
+    assert not staged.paths[DISK].is_symlink() and staged.paths[DISK].read_bytes() == disk(package)
