@@ -278,3 +278,39 @@ def test_the_probe_cache_expires_and_survives_a_rewrite(tmp_path: Path) -> None:
     assert ProbeCache(tmp_path / "probes.json", ttl=0).get("boot-kvm:/usr/bin/qemu:1:2") is None
     (tmp_path / "probes.json").write_text("{not json")
     assert ProbeCache(tmp_path / "probes.json", ttl=3600).get("boot-kvm:/usr/bin/qemu:1:2") is None
+
+
+# --- the shipped configuration and documentation ------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+EXECUTE_CONFIG = REPO / "examples" / "condor_config.d" / "50-vmsubmit-execute.conf"
+
+
+def test_the_example_execute_config_drives_discovery(uri: str, warm: dict[str, str], tmp_path: Path) -> None:
+    """HTCondor's own config reader (htcondor2) reads the shipped file, and discovery follows it."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    config = tmp_path / "condor_config"
+    config.write_text(f"SPOOL = {spool}\ninclude : {EXECUTE_CONFIG}\nVMSUBMIT_LIBVIRT_URI = {uri}\n")
+    done = run_discover("--timeout", "30", env={"CONDOR_CONFIG": str(config)})
+    ad = parse_cron(done.stdout)
+    assert ad["VM_QEMU_ATTR_MAX_VCPUS"] == "8"  # VMSUBMIT_MAX_VCPUS in the example
+    assert set(string_list(ad["VM_QEMU_ATTR_DISK_BUSES"])) <= {"virtio", "sata", "scsi", "ide", "fdc"}
+    assert (spool / "vmsubmit-discovery" / "probes.json").exists()  # VMSUBMIT_DISCOVERY_STATE_DIR
+    check = ("import htcondor2; p = htcondor2.param; print(p['STARTD_CRON_JOBLIST'].split(), "
+             "p['STARTD_CRON_VMDISCOVER_EXECUTABLE'], p['STARTD_CRON_VMDISCOVER_PERIOD'], "
+             "p.get('STARTD_CRON_VMDISCOVER_PREFIX'))")
+    shown = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True,
+                           env={**os.environ, "CONDOR_CONFIG": str(config)}).stdout
+    assert shown.split("] ", 1)[1].split() == ["/usr/local/bin/condor_vm_discover", "5m", "None"]
+    assert "'VMDISCOVER'" in shown
+
+
+def test_the_admin_guide_lists_every_attribute_and_knob() -> None:
+    guide = (REPO / "docs" / "admin-guide.md").read_text()
+    for fact in NODE_ATTRIBUTES + HYPERVISOR_FACTS:
+        assert f"| `{fact.name}` | {fact.classad_type} |" in guide, fact.name
+    import condor_vmsubmit.discover as discover
+
+    for knob in (value for name, value in vars(discover).items() if name.startswith("KNOB_")):
+        assert f"`{knob}`" in guide, knob
