@@ -55,9 +55,11 @@ def probe(head: bytes, name: str = "") -> str:
     """
     if head.startswith((VMDK4_MAGIC, VMDK3_MAGIC)) or _looks_like_descriptor(head[:SECTOR]):
         return "vmdk"
-    if head.startswith(QCOW2_MAGIC):
-        version = struct.unpack_from(">I", head, 4)[0] if len(head) >= 8 else 0
-        return "qcow (version 1)" if version == 1 else "qcow2"
+    version = struct.unpack_from(">I", head, 4)[0] if head.startswith(QCOW2_MAGIC) and len(head) >= 8 else 0
+    if version >= 2:
+        return "qcow2"
+    if version == 1:
+        return "qcow (version 1)"
     for offset, magic, fmt in _FOREIGN_MAGICS:
         if head[offset:offset + len(magic)] == magic:
             return fmt
@@ -100,7 +102,8 @@ def _read_one(path: str) -> ImageInfo:
         elif fmt == "qcow2":
             info = read_qcow2(image, head)
         elif fmt == "raw":
-            info = ImageInfo(path=path, format="raw", virtual_size=check_size(image.size, path), files=(path,))
+            size = -(-image.size // SECTOR) * SECTOR   # QEMU rounds a raw file up to whole sectors
+            info = ImageInfo(path=path, format="raw", virtual_size=check_size(size, path), files=(path,))
         else:
             raise InputError(f"a {fmt} image: this tool runs VMDK, qcow2 and raw disks "
                              "(convert it with qemu-img convert -O qcow2)", path=path)

@@ -22,7 +22,13 @@ EXT_DATA_FILE = 0x44415441
 EXT_FULL_DISK_ENCRYPTION = 0x0537BE77
 
 INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE = 1 << 0, 1 << 1, 1 << 2
-INCOMPAT_KNOWN = (1 << 5) - 1   # dirty, corrupt, data file, compression type, extended L2
+INCOMPAT_COMPRESSION, INCOMPAT_EXTENDED_L2 = 1 << 3, 1 << 4
+INCOMPAT_KNOWN = (1 << 5) - 1
+# QEMU's limits on the tables a header points to (block/qcow2.h).
+MAX_REFTABLE_BYTES = 8 * 1024**2
+MAX_L1_BYTES = 32 * 1024**2
+MAX_SNAPSHOTS = 65536
+SNAPSHOT_HEADER_BYTES = 40
 _FIRST_READ = 4096
 
 
@@ -32,8 +38,8 @@ def read_qcow2(image: ImageFile, head: bytes) -> ImageInfo:
     data = head + image.read_at(len(head), _FIRST_READ - len(head))
     if len(data) < _HEADER.size:
         raise InputError("truncated qcow2 header", path=path)
-    (_magic, version, backing_offset, backing_size, cluster_bits, size, crypt_method, _l1_size, _l1_offset,
-     _refcount_offset, _refcount_clusters, snapshots, _snapshots_offset) = _HEADER.unpack_from(data)
+    (_magic, version, backing_offset, backing_size, cluster_bits, size, crypt_method, l1_size, l1_offset,
+     refcount_offset, refcount_clusters, snapshots, snapshots_offset) = _HEADER.unpack_from(data)
     if version not in (2, 3):
         raise InputError(f"unsupported qcow2 version {version}", path=path)
     if not 9 <= cluster_bits <= 21:
@@ -52,8 +58,19 @@ def read_qcow2(image: ImageFile, head: bytes) -> ImageInfo:
         raise InputError(f"unsupported qcow2 feature bits {incompatible & ~INCOMPAT_KNOWN:#x}", path=path)
     if incompatible & INCOMPAT_CORRUPT:
         raise InputError("qcow2 image is marked corrupt (repair it with qemu-img check -r all)", path=path)
+    if header_length > 104:
+        _check_compression(data[104] if len(data) > 104 else 0, incompatible, path)
+    if incompatible & INCOMPAT_EXTENDED_L2 and cluster_bits < 14:
+        raise InputError("extended L2 entries need clusters of at least 16 KiB", path=path)
     if crypt_method > 2:
         raise InputError(f"unsupported qcow2 encryption method {crypt_method}", path=path)
+    if refcount_clusters == 0:
+        raise InputError("qcow2 image has no reference count table", path=path)
+    _check_table("reference count table", refcount_offset, refcount_clusters, cluster_size, MAX_REFTABLE_BYTES,
+                 cluster_size, path)
+    _check_table("snapshot table", snapshots_offset, snapshots, SNAPSHOT_HEADER_BYTES,
+                 SNAPSHOT_HEADER_BYTES * MAX_SNAPSHOTS, cluster_size, path)
+    _check_l1(l1_size, l1_offset, size, cluster_bits, bool(incompatible & INCOMPAT_EXTENDED_L2), path)
     if backing_offset and (backing_offset > cluster_size or backing_size > 1023
                            or backing_offset + backing_size > cluster_size):
         raise InputError("invalid qcow2 backing file name location or length", path=path)
@@ -64,7 +81,8 @@ def read_qcow2(image: ImageFile, head: bytes) -> ImageInfo:
         raise UnsafeInputError(f"qcow2 image keeps its data in an external file '{name}'", path=path)
     backing = None
     if backing_offset and backing_size:
-        backing = _slice(image, data, backing_offset, backing_size).decode("utf-8", "surrogateescape")
+        name = _slice(image, data, backing_offset, backing_size).split(b"\x00", 1)[0]
+        backing = name.decode("utf-8", "surrogateescape") or None
     backing_format = extensions.get(EXT_BACKING_FORMAT)
     notes = []
     if incompatible & INCOMPAT_DIRTY:
@@ -74,7 +92,7 @@ def read_qcow2(image: ImageFile, head: bytes) -> ImageInfo:
     return ImageInfo(
         path=path,
         format="qcow2",
-        virtual_size=check_size(size, path),
+        virtual_size=check_size(size // 512 * 512, path),   # QEMU 7.2 keeps whole sectors
         version=version,
         backing=backing,
         backing_format=backing_format.decode("ascii", "replace") if backing_format else None,
@@ -82,6 +100,36 @@ def read_qcow2(image: ImageFile, head: bytes) -> ImageInfo:
         encrypted=crypt_method != 0 or EXT_FULL_DISK_ENCRYPTION in extensions,
         notes=tuple(notes),
     )
+
+
+def _check_compression(kind: int, incompatible: int, path: str) -> None:
+    """QEMU's validate_compression_type: zlib (0) or zstd (1), flagged as incompatible when not zlib."""
+    if kind > 1:
+        raise InputError(f"unknown qcow2 compression type {kind}", path=path)
+    if bool(kind) != bool(incompatible & INCOMPAT_COMPRESSION):
+        raise InputError("qcow2 compression type and its incompatible feature bit disagree", path=path)
+
+
+def _check_table(name: str, offset: int, entries: int, entry_bytes: int, max_bytes: int, cluster_size: int,
+                 path: str) -> None:
+    """QEMU's qcow2_validate_table: bounded size, cluster-aligned offset that does not overflow."""
+    if entries > max_bytes // entry_bytes:
+        raise InputError(f"qcow2 {name} too large", path=path)
+    if offset % cluster_size or offset > 2**63 - 1 - entries * entry_bytes:
+        raise InputError(f"qcow2 {name} offset invalid", path=path)
+
+
+def _check_l1(l1_size: int, l1_offset: int, size: int, cluster_bits: int, extended_l2: bool, path: str) -> None:
+    """The active L1 table must be small enough and cover the virtual size (qcow2_do_open)."""
+    if l1_size > MAX_L1_BYTES // 8:
+        raise InputError("qcow2 active L1 table too large", path=path)
+    shift = cluster_bits + cluster_bits - (4 if extended_l2 else 3)
+    needed = (size + (1 << shift) - 1) >> shift
+    if needed > 2**31 - 1:
+        raise InputError("qcow2 image is too big", path=path)
+    if l1_size < needed:
+        raise InputError("qcow2 L1 table is too small for the virtual size", path=path)
+    _check_table("active L1 table", l1_offset, l1_size, 8, MAX_L1_BYTES, 1 << cluster_bits, path)
 
 
 def _extensions(image: ImageFile, data: bytes, start: int, end: int) -> dict[int, bytes]:
@@ -93,10 +141,12 @@ def _extensions(image: ImageFile, data: bytes, start: int, end: int) -> dict[int
             raise InputError("invalid qcow2 header extension", path=image.path)
         kind, length = struct.unpack(">II", _slice(image, data, offset, 8))
         offset += 8
+        if length > end - offset:
+            raise InputError("qcow2 header extension too large", path=image.path)
         if kind == EXT_END:
             break
-        if length > end - offset:
-            raise InputError("invalid qcow2 header extension length", path=image.path)
+        if kind == EXT_BACKING_FORMAT and length >= 16:
+            raise InputError("qcow2 backing format name too long", path=image.path)
         if kind in (EXT_BACKING_FORMAT, EXT_DATA_FILE, EXT_FULL_DISK_ENCRYPTION):
             found[kind] = _slice(image, data, offset, length)
         offset += (length + 7) & ~7

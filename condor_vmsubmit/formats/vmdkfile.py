@@ -26,6 +26,8 @@ MARKER_FOOTER = 3
 MARKER_END_OF_STREAM = 0
 DESC_SIZE = 20 * SECTOR          # QEMU reads an embedded descriptor's CIDs from 20 sectors at 0x200
 NO_PARENT_CID = 0xFFFFFFFF
+FLAG_REDUNDANT_GD = 1 << 1
+MAX_REQUEST_END = 2**63 - 2**30   # QEMU's BDRV_MAX_LENGTH
 
 # createType values QEMU opens from a descriptor file; the raw-device kinds are refused as unsafe.
 DESCRIPTOR_TYPES = ("monolithicFlat", "vmfs", "vmfsSparse", "seSparse", "twoGbMaxExtentSparse",
@@ -35,8 +37,10 @@ RAW_DEVICE_TYPES = ("vmfsRaw", "vmfsRawDeviceMap", "vmfsPassthroughRawDeviceMap"
 EXTENT_TYPES = ("FLAT", "SPARSE", "VMFS", "VMFSSPARSE", "SESPARSE")
 
 _KEY_VALUE = re.compile(r"^\s*([A-Za-z][\w.]*)\s*=\s*(.*?)\s*$")
-# QEMU: sscanf(p, "%10s %" SCNd64 " %10s \"%511[^\n\r\"]\" %" SCNd64, ...)
-_EXTENT_LINE = re.compile(r'^\s*(\S{1,10})\s+([+-]?\d+)\s+(\S{1,10})\s*"([^\n\r"]{1,511})"(?:\s*([+-]?\d+))?')
+# QEMU: sscanf(p, "%10s %" SCNd64 " %10s \"%511[^\n\r\"]\" %" SCNd64, ...) at every line start; like
+# sscanf, the whitespace between fields may include line ends.
+# sscanf also counts a file name whose closing quote is missing (or cut at 511 characters).
+_EXTENT_LINE = re.compile(r'\s*(\S{1,10})\s+([+-]?\d+)\s*(\S{1,10})\s*"([^\n\r"]{1,511})(?:"(?:\s*([+-]?\d+))?)?')
 
 
 @dataclass(frozen=True)
@@ -67,17 +71,16 @@ def parse_descriptor(text: str, path: str = "") -> Descriptor:
     text = text.split("\x00", 1)[0]
     values: dict[str, str] = {}
     extents: list[Extent] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        extent = _extent_line(line, path, number)
+    starts = [0] + [index + 1 for index, char in enumerate(text) if char == "\n" and index + 1 < len(text)]
+    for number, start in enumerate(starts, start=1):
+        extent = _extent_at(text, start, path, number)
         if extent is not None:
             extents.append(extent)
-            continue
+    for line in text.splitlines():
         match = _KEY_VALUE.match(line)
         if match and match.group(1) not in values:
             values[match.group(1)] = _unquote(match.group(2))
-    hint = _quoted_after(text, "parentFileNameHint", path)
-    if hint is not None and not hint:
-        raise InputError("parentFileNameHint is empty", path=path)
+    hint = _quoted_after(text, "parentFileNameHint", path) or None   # QEMU ignores an empty hint
     return Descriptor(values=values, extents=tuple(extents), cid=_hex_after(text, "CID"),
                       parent_cid=_hex_after(text, "parentCID"),
                       create_type=_quoted_after(text, "createType", path), parent_hint=hint)
@@ -114,11 +117,18 @@ def _quoted_after(text: str, key: str, path: str) -> str | None:
     return rest[:end]
 
 
-def _extent_line(line: str, path: str, number: int) -> Extent | None:
-    """One extent line, None for lines QEMU skips, InputError for those it calls invalid."""
-    match = _EXTENT_LINE.match(line)
+def _extent_at(text: str, start: int, path: str, number: int) -> Extent | None:
+    """The extent QEMU parses at line ``number``, None for lines it skips, InputError for invalid ones.
+
+    As in QEMU, a blank line before an extent line yields that extent a second time:
+
+    >>> len(parse_descriptor('createType="vmfs"\\n\\nRW 8 VMFS "a.vmdk"\\n').extents)
+    2
+    """
+    match = _EXTENT_LINE.match(text, start)
     if not match:
         return None
+    line = text[start:].split("\n", 1)[0] or match.group(0).strip()
     access, sectors_text, kind, name, offset_text = match.groups()
     if access != "RW":
         return None   # QEMU opens only RW extents; RDONLY and NOACCESS lines are skipped
@@ -128,7 +138,7 @@ def _extent_line(line: str, path: str, number: int) -> Extent | None:
         valid = offset_text is None
     if not valid:
         raise InputError(f"invalid extent line: {line.strip()}", path=path, line=number)
-    sectors = int(sectors_text)
+    sectors = min(int(sectors_text), 2**63 - 1)   # strtoll saturates
     if sectors <= 0 or kind not in EXTENT_TYPES:
         return None
     return Extent(file=name, kind=kind, sectors=sectors, offset_sectors=int(offset_text or 0))
@@ -183,7 +193,7 @@ def _kdmv_header(image: ImageFile, head: bytes) -> _Sparse:
         return _Sparse(version=struct.unpack_from("<I", head, 4)[0], sectors=0, descriptor_only=True)
     if struct.unpack_from("<Q", head, 56)[0] == GD_AT_END:
         head = _stream_footer(image)
-    (version, flags, capacity, granularity, _desc_offset, _desc_size, gtes_per_gt, _rgd, _gd,
+    (version, flags, capacity, granularity, _desc_offset, _desc_size, gtes_per_gt, rgd_offset, gd_offset,
      grain_offset) = struct.unpack_from("<IIQQQQIQQQ", head, 4)
     compressed = struct.unpack_from("<H", head, 77)[0] == COMPRESSION_DEFLATE
     if version > 3:
@@ -197,7 +207,21 @@ def _kdmv_header(image: ImageFile, head: bytes) -> _Sparse:
     if -(-image.size // SECTOR) < grain_offset:
         raise InputError(f"file truncated, expecting at least {grain_offset * SECTOR} bytes", path=image.path)
     _check_tables(granularity, l1_size, image.path)
+    _check_readable(gd_offset, l1_size * 4, "grain directory", image.path)
+    if flags & FLAG_REDUNDANT_GD:
+        _check_readable(rgd_offset, l1_size * 4, "redundant grain directory", image.path)
     return _Sparse(version=version, sectors=capacity, compressed=compressed)
+
+
+def _check_readable(offset_sectors: int, length: int, what: str, path: str) -> None:
+    """A table QEMU reads when it opens the image must lie where QEMU can address it.
+
+    QEMU keeps the byte offset in a signed 64-bit integer and refuses requests beyond
+    2^63 - 2^30 with an I/O error, so a wild offset makes the image unopenable.
+    """
+    offset = (offset_sectors << 9) & 0xFFFFFFFFFFFFFFFF
+    if offset >= 2**63 or offset > MAX_REQUEST_END or length > MAX_REQUEST_END - offset:
+        raise InputError(f"{what} offset {offset_sectors} is out of range", path=path)
 
 
 def _stream_footer(image: ImageFile) -> bytes:
