@@ -22,17 +22,18 @@ from .qcow2 import read_qcow2
 from .vmdkfile import NO_PARENT_CID, VMDK3_MAGIC, VMDK4_MAGIC, read_vmdk
 
 MAX_CHAIN = 16
-# Formats QEMU recognises by their first bytes, which this tool refuses to run (convert them).
-_FOREIGN_MAGICS = (
-    (0, b"QED\x00", "qed"),
-    (0, b"conectix", "vpc (VHD)"),
-    (0, b"vhdxfile", "vhdx"),
-    (0, b"WithoutFreeSpace", "parallels"),
-    (0, b"WithouFreSpacExt", "parallels"),
-    (0, b"Bochs Virtual HD Image", "bochs"),
-    (0, b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop", "cloop"),
-    (0, b"LUKS\xba\xbe", "luks (encrypted)"),
-    (0x40, struct.pack("<I", 0xBEDA107F), "vdi"),
+# Formats QEMU recognises by their first bytes (each probe's conditions, all must hold), which
+# this tool refuses to run: convert them.
+_FOREIGN = (
+    ("qed", ((0, b"QED\x00"),)),
+    ("vpc (VHD)", ((0, b"conectix"),)),
+    ("vhdx", ((0, b"vhdxfile"),)),
+    ("parallels", ((0, b"WithoutFreeSpace"), (16, struct.pack("<I", 2)))),
+    ("parallels", ((0, b"WithouFreSpacExt"), (16, struct.pack("<I", 2)))),
+    ("bochs", ((0, b"Bochs Virtual HD Image\x00"), (32, b"Redolog\x00"), (48, b"Growing\x00"))),
+    ("cloop", ((0, b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n"),)),
+    ("luks (encrypted)", ((0, b"LUKS\xba\xbe\x00\x01"),)),
+    ("vdi", ((0x40, struct.pack("<II", 0xBEDA107F, 0x00010001)),)),
 )
 
 
@@ -60,8 +61,8 @@ def probe(head: bytes, name: str = "") -> str:
         return "qcow2"
     if version == 1:
         return "qcow (version 1)"
-    for offset, magic, fmt in _FOREIGN_MAGICS:
-        if head[offset:offset + len(magic)] == magic:
+    for fmt, conditions in _FOREIGN:
+        if all(head[offset:offset + len(magic)] == magic for offset, magic in conditions):
             return fmt
     if name.lower().endswith(".dmg"):
         return "dmg"
