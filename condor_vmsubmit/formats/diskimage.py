@@ -95,8 +95,6 @@ def _read_one(path: str) -> ImageInfo:
     log: list[int] = []
     with ImageFile(path, log=log) as image:
         head = image.read_at(0, SECTOR)
-        if len(head) < 4 and image.size < 4:
-            raise InputError("file is too small to be a disk image", path=path)
         fmt = probe(head, path)
         if fmt == "vmdk":
             info = read_vmdk(image, head)

@@ -10,6 +10,7 @@ an image makes us refuse it too, with QEMU's reason.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ def _extent_at(text: str, start: int, path: str, number: int) -> Extent | None:
 def read_vmdk(image: ImageFile, head: bytes) -> ImageInfo:
     """Read the VMDK ``image`` whose first sector is ``head`` (sparse header or descriptor text)."""
     if head.startswith((VMDK4_MAGIC, VMDK3_MAGIC)):
-        return _read_sparse(image, head)
+        return _read_sparse(image, head.ljust(SECTOR, b"\x00"))   # QEMU reads past the end as zeros
     text = _descriptor_text(image)
     return _read_descriptor_file(image, parse_descriptor(text, image.path))
 
@@ -173,8 +174,7 @@ def _read_sparse(image: ImageFile, head: bytes) -> ImageInfo:
         raise InputError("sparse VMDK without an embedded descriptor (no CID): it looks like one extent "
                          "of a split image; use the descriptor file that lists it", path=image.path)
     create_type = "streamOptimized" if sparse.compressed else "monolithicSparse"
-    name = image.path.rsplit("/", 1)[-1]
-    extent = Extent(file=name, kind="", sectors=sparse.sectors, compressed=sparse.compressed)
+    extent = Extent(file=os.path.basename(image.path), kind="", sectors=sparse.sectors, compressed=sparse.compressed)
     return _info(image, descriptor, create_type, (extent,), (image.path,), sparse.version)
 
 
@@ -186,8 +186,6 @@ def _sparse_header(image: ImageFile, head: bytes) -> _Sparse:
 
 def _kdmv_header(image: ImageFile, head: bytes) -> _Sparse:
     """QEMU's vmdk_open_vmdk4 checks, in its order."""
-    if len(head) < 79:
-        raise InputError("truncated VMDK sparse header", path=image.path)
     capacity, descriptor_offset = struct.unpack_from("<Q", head, 12)[0], struct.unpack_from("<Q", head, 28)[0]
     if capacity == 0 and descriptor_offset:
         return _Sparse(version=struct.unpack_from("<I", head, 4)[0], sectors=0, descriptor_only=True)
@@ -240,8 +238,6 @@ def _stream_footer(image: ImageFile) -> bytes:
 
 def _cowd_header(image: ImageFile, head: bytes) -> _Sparse:
     """An old VMware 3 / ESX ``COWD`` sparse header (QEMU's vmdk_open_vmfs_sparse)."""
-    if len(head) < 44:
-        raise InputError("truncated COWD sparse header", path=image.path)
     version, _flags, sectors, granularity, _l1_offset, l1_size = struct.unpack_from("<IIIIII", head, 4)
     _check_tables(granularity, l1_size, image.path)
     return _Sparse(version=version, sectors=sectors)
@@ -290,7 +286,7 @@ def _read_descriptor_file(image: ImageFile, descriptor: Descriptor) -> ImageInfo
 def _sparse_extent(extent: Extent, extent_path: str, log: list[int]) -> Extent:
     """A SPARSE/VMFSSPARSE/SESPARSE extent: its size comes from its own header, as in QEMU."""
     with ImageFile(extent_path, log=log) as part:
-        head = part.read_at(0, SECTOR)
+        head = part.read_at(0, SECTOR).ljust(SECTOR, b"\x00")
         if extent.kind == "SESPARSE":
             sectors = _sesparse_sectors(head, extent_path)
             return Extent(file=extent.file, kind=extent.kind, sectors=sectors)
