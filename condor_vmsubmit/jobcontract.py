@@ -38,3 +38,9 @@ POLICY_CHANGES_ATTR = "VMPolicyChanges"
 # Memory QEMU needs beyond the guest's RAM, added to request_memory (cgroup limits kill QEMU).
 QEMU_OVERHEAD_BYTES = 256 * 1024 * 1024
 QEMU_OVERHEAD_FRACTION = 0.10   # plus this share of guest memory, for page tables and device buffers
+
+# The guest's serial console, written by the runner into the sandbox (transferred back with the output).
+CONSOLE_LOG_FILE = "vm-console.log"
+# A guest reports its exit status by printing this marker and a number on its serial console
+# before it powers off (docs/runner.md); the runner passes the number through as its exit code.
+GUEST_EXIT_MARKER = "condor-vm-exit-status="

@@ -1,0 +1,164 @@
+"""The guardian: owns the job's session libvirtd and makes the guest follow the runner.
+
+Started by :class:`condor_vmsubmit.runner.session.Session` in a session of its own
+(``python -m condor_vmsubmit.runner.guard STATE_DIR RUNNER_PID``), it
+
+* starts ``libvirtd`` in session mode with its XDG folders in ``STATE_DIR`` (as root,
+  inside a user namespace that maps root to an ordinary uid: libvirt gives root only
+  the system daemon) and becomes QEMU's parent (a child subreaper), so QEMU stays in
+  the job's process tree;
+* pauses every running guest while the runner is stopped (SIGSTOP, a suspend) and
+  resumes it when the runner continues;
+* when its stdin reaches end of file -- the runner exited or was killed, however --
+  destroys every domain, stops libvirtd, removes ``STATE_DIR`` and exits: nothing of
+  the job outlives it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+POLL_SECONDS = 0.1
+LIBVIRTD = "/usr/sbin/libvirtd"
+# As root, libvirtd runs in a user namespace as this uid so that it is a session daemon.
+NAMESPACE_UID = 1000
+
+
+def session_environment(state_dir: Path) -> dict[str, str]:
+    """The environment of a session libvirtd keeping everything in ``state_dir``."""
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(state_dir),
+            "XDG_RUNTIME_DIR": str(state_dir / "run"), "XDG_CONFIG_HOME": str(state_dir / "config"),
+            "XDG_CACHE_HOME": str(state_dir / "cache"), "LANG": "C"}
+
+
+def libvirtd_command() -> list[str]:
+    """``libvirtd``, wrapped in a user namespace when we are root."""
+    if os.geteuid() != 0:
+        return [LIBVIRTD]
+    return ["unshare", "--user", f"--map-user={NAMESPACE_UID}", f"--map-group={NAMESPACE_UID}", LIBVIRTD]
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / "run" / "libvirt" / "libvirt-sock"
+
+
+def uri(state_dir: Path) -> str:
+    return f"qemu:///session?socket={socket_path(state_dir)}"
+
+
+def process_stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (state T); False when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+class Guardian:
+    def __init__(self, state_dir: Path, runner_pid: int):
+        self.state_dir = state_dir
+        self.runner_pid = runner_pid
+        self.connection = None
+        self.paused: set[str] = set()
+        log = open(state_dir / "libvirtd.log", "ab")
+        self.daemon = subprocess.Popen(libvirtd_command(), env=session_environment(state_dir),
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+
+    def connect(self):
+        """Our own connection to the session, once its socket is there."""
+        if self.connection is None and socket_path(self.state_dir).exists():
+            import libvirt
+
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+            try:
+                self.connection = libvirt.open(uri(self.state_dir))
+            except libvirt.libvirtError:
+                return None
+        return self.connection
+
+    def follow(self) -> None:
+        """Pause the running guests while the runner is stopped, resume them after."""
+        stopped = process_stopped(self.runner_pid)
+        if not stopped and not self.paused:
+            return
+        connection = self.connect()
+        if connection is None:
+            return
+        import libvirt
+
+        try:
+            if stopped:
+                for domain in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING):
+                    domain.suspend()
+                    self.paused.add(domain.UUIDString())
+            else:
+                for domain in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED):
+                    if domain.UUIDString() in self.paused:
+                        domain.resume()
+                self.paused.clear()
+        except libvirt.libvirtError:
+            pass
+
+    def clean_up(self) -> None:
+        """Destroy every domain and stop libvirtd."""
+        connection = self.connect()
+        if connection is not None:
+            import libvirt
+
+            try:
+                for domain in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                    domain.destroy()
+            except libvirt.libvirtError:
+                pass
+            connection.close()
+        self.daemon.terminate()
+        try:
+            self.daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.daemon.kill()
+            self.daemon.wait()
+        _reap()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def run(self) -> None:
+        """Follow the runner until our stdin closes, then clean up."""
+        while True:
+            readable, _, _ = select.select([sys.stdin.buffer], [], [], POLL_SECONDS)
+            if readable and not os.read(sys.stdin.fileno(), 4096):
+                break
+            self.follow()
+            _reap()
+        self.clean_up()
+
+
+def main() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # The runner decides when we stop: its end (EOF on stdin), never a Ctrl-C or a vacate's SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Guardian(Path(sys.argv[1]), int(sys.argv[2])).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""One job from start to end: check, start or restore, watch, and leave with the right exit code.
+
+Exit codes (:mod:`condor_vmsubmit.jobcontract`): the guest's own status
+(``condor-vm-exit-status=N`` on its console, 0 when it powers off without one) up to
+``GUEST_STATUS_MAX``; ``EXIT_CHECKPOINTED`` after SIGTERM saved the guest into the
+sandbox; ``EXIT_REFUSED``, ``EXIT_MISMATCH``, ``EXIT_START_FAILED`` and
+``EXIT_GUEST_CRASHED`` with a hold reason (chirp ``VMHoldReason`` and stderr).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import libvirt
+from lxml import etree
+
+from .. import jobcontract
+from ..errors import VMSubmitError
+from ..policy import Policy, apply_policy
+from .chirp import Reporter
+from .render import render_spec, replay_domain, to_text, write_domain
+from .safety import check_domain, pin_graphics_to_loopback
+from .sandbox import Job
+from .session import Session
+from .usage import UsageReporter, sample
+from .verify import verify_match
+
+EXIT_INTERRUPTED = 130
+RENDERED_XML = "domain.xml"  # inside the state folder: what was started, for the user and the bench
+_EXIT_STATUS = re.compile(re.escape(jobcontract.GUEST_EXIT_MARKER) + r"(\d+)")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the job ends: the exit code, and for the runner's own codes why."""
+
+    code: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    uri: str | None = None                 # None: a private qemu:///session in the sandbox
+    usage_interval: float = 60.0
+    policy: Policy | None = None           # None: read the HTCondor configuration
+
+
+class Stop(Exception):
+    """The job ends before or while starting, with this outcome."""
+
+    def __init__(self, outcome: Outcome):
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
+def guest_exit_status(console: str) -> int | None:
+    """The last status the guest reported on its console, capped at GUEST_STATUS_MAX.
+
+    >>> guest_exit_status("boot\\ncondor-vm-exit-status=3\\r\\n")
+    3
+    >>> guest_exit_status("condor-vm-exit-status=255\\n"), guest_exit_status("no marker")
+    (84, None)
+    """
+    found = _EXIT_STATUS.findall(console)
+    return min(int(found[-1]), jobcontract.GUEST_STATUS_MAX) if found else None
+
+
+# --- before anything starts
+
+
+def kvm_usable(machine_ad_hypervisors: list[str] | None) -> bool:
+    """Whether KVM really runs guests here: discovery's word in the machine ad, else a boot probe
+    (cached for this boot of the host)."""
+    if machine_ad_hypervisors is not None:
+        return "kvm" in machine_ad_hypervisors
+    if not os.path.exists("/dev/kvm"):
+        return False
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    cache = Path(tempfile.gettempdir(), f"condor_vm_runner-{os.geteuid()}-kvm")
+    if cache.exists() and cache.read_text().split()[:1] == [boot_id]:
+        return cache.read_text().split()[1] == "yes"
+    from ..kvmprobe import boot_probe, probe_rom
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rom = Path(tmp, "probe.rom")
+        rom.write_bytes(probe_rom())
+        ok = boot_probe("/usr/bin/qemu-system-x86_64", "kvm", rom).ok
+    cache.write_text(f"{boot_id} {'yes' if ok else 'no'}\n")
+    return ok
+
+
+def _hypervisors_in_ad(job: Job) -> list[str] | None:
+    value = job.machine_ad.get("VM_HYPERVISORS")
+    return [str(v) for v in value] if isinstance(value, list) else None
+
+
+def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
+    """The domain to start: verified against the slot, through the admin policy, checked for safety."""
+    usable = {"qemu"} | ({"kvm"} if kvm_usable(_hypervisors_in_ad(job)) else set())
+    problems = verify_match(job.spec, job.machine_ad, job.sandbox.root, usable)
+    if problems:
+        raise Stop(Outcome(jobcontract.EXIT_MISMATCH, "; ".join(problems)))
+    domain_type = "kvm" if "kvm" in usable and job.spec.hypervisor in (None, "any", "kvm") else "qemu"
+    if job.user_domain is not None:
+        root, notes = replay_domain(pin_graphics_to_loopback(job.user_domain), job.sandbox,
+                                    domain_type=domain_type, job_id=job.job_id)
+        for note in notes:
+            reporter.say(note)
+    else:
+        root = render_spec(job.spec, job.sandbox, domain_type=domain_type, job_id=job.job_id)
+    policy = options.policy if options.policy is not None else Policy.from_config()
+    result = apply_policy(root, policy, path=job.sandbox.domain_xml_file)
+    if result.verdict == "rejected" or result.root is None:
+        raise Stop(Outcome(jobcontract.EXIT_REFUSED, f"admin policy: {result.reason}"))
+    if result.verdict == "modified":
+        reporter.set_attrs({jobcontract.POLICY_CHANGES_ATTR: result.summary()})
+        reporter.log(f"admin policy changed the VM: {result.summary()}")
+    refusals = check_domain(result.root, job.sandbox.root, allowed_networks=policy.allowed_networks)
+    if refusals:
+        raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in refusals)))
+    return result.root
+
+
+# --- while it runs
+
+
+class Signals:
+    """SIGTERM (vacate, rm, hold) asks for a checkpoint; SIGINT (Ctrl-C of --local) for the end."""
+
+    def __init__(self) -> None:
+        self.checkpoint = False
+        self.interrupt = False
+        self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        signal.signal(signal.SIGTERM, self._term)
+        signal.signal(signal.SIGINT, self._int)
+
+    def _term(self, *_: object) -> None:
+        self.checkpoint = True
+
+    def _int(self, *_: object) -> None:
+        self.interrupt = True
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def start(session: Session, root: etree._Element, job: Job, reporter: Reporter) -> libvirt.virDomain:
+    """Restore the saved guest when the sandbox holds one, else boot it (AUTODESTROY)."""
+    xml = to_text(root)
+    save = job.sandbox.save_file
+    try:
+        if save.exists():
+            session.connection.restoreFlags(str(save), xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+            save.unlink()
+            reporter.log("guest restored from its checkpoint")
+            return session.connection.lookupByName(root.findtext("name"))
+        job.sandbox.console_log.write_bytes(b"")
+        return session.connection.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+    except libvirt.libvirtError as exc:
+        raise Stop(Outcome(jobcontract.EXIT_START_FAILED, f"the guest did not start: {exc.get_error_message()}"))
+
+
+def _stopped_outcome(detail: int, console_log: Path) -> Outcome:
+    if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
+        status = guest_exit_status(console_log.read_text(errors="replace")) if console_log.exists() else None
+        return Outcome(status or 0)
+    why = {libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "the guest crashed",
+           libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "the emulator failed (QEMU ended unexpectedly)",
+           libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "the guest was destroyed from outside the job"}
+    return Outcome(jobcontract.EXIT_GUEST_CRASHED, why.get(detail, f"the guest stopped (libvirt detail {detail})"))
+
+
+def watch(session: Session, domain: libvirt.virDomain, events: queue.Queue, signals: Signals,
+          job: Job, usage: UsageReporter) -> Outcome:
+    """Wait for the guest to end, a signal, or the next usage report."""
+    uuid = domain.UUIDString()
+    while True:
+        if signals.checkpoint:
+            return checkpoint(domain, job)
+        if signals.interrupt:
+            domain.destroy()
+            return Outcome(EXIT_INTERRUPTED, "interrupted")
+        if usage.due():
+            usage.report(sample(session.connection, domain))
+        try:
+            event_uuid, event, detail = events.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if event_uuid == uuid and event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+            return _stopped_outcome(detail, job.sandbox.console_log)
+
+
+def checkpoint(domain: libvirt.virDomain, job: Job) -> Outcome:
+    """Save the guest's state into the sandbox's checkpoint folder (the domain ends with it)."""
+    job.sandbox.checkpoint_dir.mkdir(exist_ok=True)
+    partial = job.sandbox.save_file.with_suffix(".partial")
+    try:
+        domain.save(str(partial))
+    except libvirt.libvirtError as exc:
+        partial.unlink(missing_ok=True)
+        return Outcome(jobcontract.EXIT_GUEST_CRASHED, f"could not save the guest: {exc.get_error_message()}")
+    partial.rename(job.sandbox.save_file)
+    return Outcome(jobcontract.EXIT_CHECKPOINTED)
+
+
+def run(job: Job, options: Options, reporter: Reporter,
+        on_started: Callable[[libvirt.virDomain], None] | None = None) -> int:
+    """Run the job's guest to its end; the runner's exit code."""
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    signals = Signals()
+    try:
+        outcome = _run(job, options, reporter, signals, on_started)
+    except Stop as stop:
+        outcome = stop.outcome
+    finally:
+        signals.restore()
+    if outcome.code in jobcontract.HOLD_EXIT_CODES and outcome.reason:
+        reporter.set_attrs({jobcontract.HOLD_REASON_ATTR: outcome.reason})
+        reporter.say(f"error: {outcome.reason}")
+    elif outcome.code == jobcontract.EXIT_CHECKPOINTED:
+        reporter.log(f"guest state saved into {jobcontract.CHECKPOINT_DIR}/ (exit {outcome.code})")
+    return outcome.code
+
+
+def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
+         on_started: Callable[[libvirt.virDomain], None] | None) -> Outcome:
+    root = prepare(job, options, reporter)
+    usage = UsageReporter(reporter, options.usage_interval)
+    with Session(job.sandbox.state_dir, options.uri) as session:
+        if session.state_dir is not None:
+            write_domain(root, session.state_dir / RENDERED_XML)
+        events: queue.Queue = queue.Queue()
+        session.connection.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+            lambda _c, dom, event, detail, q: q.put((dom.UUIDString(), event, detail)), events)
+        if signals.checkpoint or signals.interrupt:
+            return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
+        domain = start(session, root, job, reporter)
+        if on_started:
+            on_started(domain)
+        return watch(session, domain, events, signals, job, usage)

@@ -1,0 +1,88 @@
+"""What the guest uses (cpu time, memory, disk and network I/O), reported at a bounded rate."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import astuple, dataclass
+
+import libvirt
+
+from .. import jobcontract
+from .chirp import Reporter
+
+DEFAULT_INTERVAL = 60.0
+_STATS = (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+          | libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_INTERFACE)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One sample, in the order of :data:`jobcontract.USAGE_ATTRS`."""
+
+    cpu_seconds: int
+    memory_bytes: int
+    disk_read_bytes: int
+    disk_write_bytes: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+
+    def attributes(self) -> dict[str, int]:
+        """The job attributes to set.
+
+        >>> Usage(3, 4, 5, 6, 7, 8).attributes()["VMNetTxBytes"]
+        8
+        """
+        return dict(zip(jobcontract.USAGE_ATTRS, astuple(self)))
+
+    def line(self) -> str:
+        """One log line.
+
+        >>> Usage(3, 1048576, 0, 0, 0, 0).line()
+        'usage: VMCpuSeconds=3 VMMemoryBytes=1048576 VMDiskReadBytes=0 VMDiskWriteBytes=0 VMNetRxBytes=0 VMNetTxBytes=0'
+        """
+        return "usage: " + " ".join(f"{k}={v}" for k, v in self.attributes().items())
+
+
+def from_stats(stats: dict[str, int]) -> Usage:
+    """A sample from libvirt's bulk stats of one domain.
+
+    >>> from_stats({"cpu.time": 2_500_000_000, "balloon.current": 131072, "block.count": 1,
+    ...             "block.0.rd.bytes": 512, "block.0.wr.bytes": 0, "net.count": 0})
+    Usage(cpu_seconds=2, memory_bytes=134217728, disk_read_bytes=512, disk_write_bytes=0, net_rx_bytes=0, net_tx_bytes=0)
+    """
+    def total(kind: str, field: str) -> int:
+        return sum(int(stats.get(f"{kind}.{i}.{field}", 0)) for i in range(int(stats.get(f"{kind}.count", 0))))
+
+    return Usage(int(stats.get("cpu.time", 0)) // 10**9, int(stats.get("balloon.current", 0)) * 1024,
+                 total("block", "rd.bytes"), total("block", "wr.bytes"),
+                 total("net", "rx.bytes"), total("net", "tx.bytes"))
+
+
+def sample(connection: libvirt.virConnect, domain: libvirt.virDomain) -> Usage | None:
+    """The domain's usage now, or None when libvirt cannot tell (it is going away)."""
+    try:
+        results = connection.domainListGetStats([domain], _STATS)
+    except libvirt.libvirtError:
+        return None
+    return from_stats(results[0][1]) if results else None
+
+
+class UsageReporter:
+    """Reports a sample at most every ``interval`` seconds (and the last one at the end)."""
+
+    def __init__(self, reporter: Reporter, interval: float = DEFAULT_INTERVAL):
+        self.reporter = reporter
+        self.interval = interval
+        self.last_time = float("-inf")
+        self.last: Usage | None = None
+
+    def due(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) - self.last_time >= self.interval
+
+    def report(self, usage: Usage | None, now: float | None = None) -> None:
+        if usage is None:
+            return
+        self.last_time = time.monotonic() if now is None else now
+        self.last = usage
+        if not self.reporter.set_attrs(usage.attributes()):
+            self.reporter.say(usage.line())

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Build the tiny bootable test guest from this host's Debian kernel and busybox-static.
+
+Nothing here is stored in git: the kernel comes from ``/boot/vmlinuz-*``
+(``linux-image-cloud-amd64``), the userland from ``/bin/busybox`` (``busybox-static``)
+and the virtio modules from ``/lib/modules``.  The initramfs holds busybox and an
+``/init`` script that loads the virtio modules, runs the job found on the first
+virtio disk (a shell script in a raw image, padded with NUL bytes), prints
+``condor-vm-exit-status=N`` on the serial console and powers off.  Without a job
+disk it prints a few lines and exits 0.
+
+    python3 examples/guest/build_guest.py OUT_DIR [--job 'echo hi; exit 3']
+
+writes ``OUT_DIR/vmlinuz``, ``OUT_DIR/initrd.img``, ``OUT_DIR/job.img`` (with
+``--job``) and ``OUT_DIR/domain.xml``, a libvirt domain that boots them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+BUSYBOX = Path("/bin/busybox")
+# Virtio PCI transport, disk and network drivers (dependencies are resolved from modules.dep).
+MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
+
+INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for module in $(cat /lib/modules/load-order); do insmod "/lib/modules/$module" 2>/dev/null; done
+echo "condor-vm-guest: up"
+status=0
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done
+if [ -b /dev/vda ]; then
+  tr -d '\000' < /dev/vda > /job.sh
+  sh /job.sh
+  status=$?
+fi
+sync
+echo "condor-vm-exit-status=$status"
+poweroff -f
+"""
+
+
+@dataclass(frozen=True)
+class Guest:
+    """The files of a built guest."""
+
+    kernel: Path
+    initrd: Path
+
+
+def host_kernel() -> tuple[Path, str]:
+    """The newest ``/boot/vmlinuz-*`` with a matching ``/lib/modules`` tree, and its release."""
+    for kernel in sorted(glob.glob("/boot/vmlinuz-*"), reverse=True):
+        release = kernel.removeprefix("/boot/vmlinuz-")
+        if Path("/lib/modules", release, "modules.dep").exists():
+            return Path(kernel), release
+    raise FileNotFoundError("no /boot/vmlinuz-* with modules: apt-get install linux-image-cloud-amd64")
+
+
+def module_order(modules_dep: str, wanted: tuple[str, ...]) -> list[str]:
+    """Module files to insert, dependencies first, from the text of ``modules.dep``.
+
+    >>> dep = "k/a.ko: k/b.ko k/c.ko\\nk/b.ko: k/c.ko\\nk/c.ko:\\n"
+    >>> module_order(dep, ("a",))
+    ['k/c.ko', 'k/b.ko', 'k/a.ko']
+    """
+    depends: dict[str, list[str]] = {}
+    for line in modules_dep.splitlines():
+        module, _, rest = line.partition(":")
+        depends[module] = rest.split()
+    by_name = {Path(module).name.removesuffix(".ko"): module for module in depends}
+    order: list[str] = []
+
+    def visit(module: str) -> None:
+        # modules.dep lists the full closure, deepest last: insert them in reverse.
+        for dependency in reversed(depends[module]):
+            if dependency not in order:
+                order.append(dependency)
+        if module not in order:
+            order.append(module)
+
+    for name in wanted:
+        visit(by_name[name])
+    return order
+
+
+def build_initrd(out: Path, release: str) -> None:
+    """Write a gzipped newc cpio with busybox, ``/init`` and the virtio modules to ``out``."""
+    modules_root = Path("/lib/modules", release)
+    order = module_order((modules_root / "modules.dep").read_text(), MODULES)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for folder in ("bin", "dev", "proc", "sys", "lib/modules"):
+            (root / folder).mkdir(parents=True)
+        shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+        (root / "bin" / "sh").symlink_to("busybox")
+        for module in order:
+            shutil.copy2(modules_root / module, root / "lib" / "modules" / Path(module).name)
+        (root / "lib" / "modules" / "load-order").write_text("\n".join(Path(m).name for m in order) + "\n")
+        (root / "init").write_text(INIT)
+        (root / "init").chmod(0o755)
+        names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+        archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, check=True,
+                                 input="\n".join(names).encode(), capture_output=True).stdout
+    out.write_bytes(gzip.compress(archive, compresslevel=6))
+
+
+def build_guest(out_dir: str | os.PathLike[str]) -> Guest:
+    """Build the guest's kernel and initramfs into ``out_dir``."""
+    if not BUSYBOX.exists():
+        raise FileNotFoundError("no /bin/busybox: apt-get install busybox-static")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kernel, release = host_kernel()
+    guest = Guest(kernel=out / "vmlinuz", initrd=out / "initrd.img")
+    shutil.copyfile(kernel, guest.kernel)
+    build_initrd(guest.initrd, release)
+    return guest
+
+
+def write_job_disk(path: str | os.PathLike[str], script: str) -> Path:
+    """A raw disk image holding ``script``, padded with NUL bytes to whole 64 KiB."""
+    data = script.encode()
+    size = max(65536, -(-len(data) // 65536) * 65536)
+    target = Path(path)
+    target.write_bytes(data + b"\0" * (size - len(data)))
+    return target
+
+
+def domain_xml(name: str, memory_mib: int = 128, job_disk: str | None = "job.img",
+               kernel: str = "vmlinuz", initrd: str = "initrd.img") -> str:
+    """A libvirt domain booting the guest; paths are relative to the job's sandbox."""
+    disk = f"""
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{job_disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>""" if job_disk else ""
+    return f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>{memory_mib}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
+  </os>
+  <features><acpi/></features>
+  <devices>{disk}
+    <interface type='user'>
+      <model type='virtio'/>
+    </interface>
+    <serial type='pty'/>
+  </devices>
+</domain>
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--job", help="shell script the guest runs (its exit status is the job's)")
+    parser.add_argument("--name", default="tiny-guest")
+    args = parser.parse_args()
+    guest = build_guest(args.out_dir)
+    if args.job:
+        write_job_disk(Path(args.out_dir) / "job.img", args.job)
+    (Path(args.out_dir) / "domain.xml").write_text(domain_xml(args.name, job_disk="job.img" if args.job else None))
+    print(f"built {guest.kernel} and {guest.initrd}")
+
+
+if __name__ == "__main__":
+    main()
