@@ -91,7 +91,10 @@ def _looks_like_descriptor(head: bytes) -> bool:
     return False
 
 
-def _read_one(path: str) -> ImageInfo:
+def read_header(path: str | Path) -> ImageInfo:
+    """The image's own facts, as ``qemu-img info`` shows them: a backing file is reported, not
+    followed or judged (use :func:`read_image` for anything that will run)."""
+    path = str(path)
     log: list[int] = []
     with ImageFile(path, log=log) as image:
         head = image.read_at(0, SECTOR)
@@ -110,7 +113,7 @@ def _read_one(path: str) -> ImageInfo:
 
 
 def _read_chain(path: str, allow_backing: bool, seen: tuple[str, ...]) -> ImageInfo:
-    info = _read_one(path)
+    info = read_header(path)
     if info.backing is None:
         return info
     if not allow_backing:
