@@ -59,6 +59,12 @@ def test_bus_follows_the_adapter_type(name: str, bus: str, controller: str | Non
     assert disk.capacity_bytes and disk.source == str(path)
 
 
+def test_images_without_a_telling_name_are_sniffed_by_content(images: Path) -> None:
+    shutil.copyfile(images / "base.qcow2", images / "disk")
+    assert sniff(images / "disk") == "vmdk"
+    assert load(images / "disk").disks[0].format == "qcow2"
+
+
 def test_defaults_are_stated_and_options_replace_them(images: Path) -> None:
     spec = load(images / "split.vmdk")
     assert (spec.vcpus, spec.memory_bytes, spec.firmware, spec.hypervisor) == (1, 1024**3, "bios", None)

@@ -317,3 +317,16 @@ def test_random_damage_is_judged_like_qemu_img(tmp_path: Path) -> None:
             assert theirs is None, target.read_bytes()[:600]
             continue
         assert theirs is not None and (ours.format, ours.virtual_size) == (theirs["format"], theirs["virtual-size"])
+
+
+def test_a_parent_changed_after_the_delta_is_noted(tmp_path: Path) -> None:
+    base = create(tmp_path, "base.vmdk", "vmdk", "20M")
+    result = qemu_img("create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", "delta.vmdk", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = bytearray(base.read_bytes())
+    at = data.index(b"CID=") + 4
+    data[at:at + 8] = b"0badc0de"
+    base.write_bytes(data)
+    info = read_image(tmp_path / "delta.vmdk", allow_backing=True)
+    assert info.parent.cid == 0x0BADC0DE
+    assert any("does not match the parent's CID 0badc0de" in note for note in info.notes)
