@@ -330,3 +330,12 @@ def test_a_parent_changed_after_the_delta_is_noted(tmp_path: Path) -> None:
     info = read_image(tmp_path / "delta.vmdk", allow_backing=True)
     assert info.parent.cid == 0x0BADC0DE
     assert any("does not match the parent's CID 0badc0de" in note for note in info.notes)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.vmdk")
+    with pytest.raises(UnsafeInputError, match="not a regular file"):
+        read_image(tmp_path / "pipe.vmdk")
+    image = _descriptor_naming(tmp_path, "pipe.vmdk")
+    with pytest.raises(UnsafeInputError, match="not a regular file"):
+        read_image(image)

@@ -93,7 +93,8 @@ class ImageFile:
         self.log = log if log is not None else []
         self.bytes_read = 0
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: a FIFO planted as an image must not hang the open; it is refused below.
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise InputError(f"cannot read: {exc.strerror}", path=path) from None
         info = os.fstat(self._fd)
@@ -161,6 +162,9 @@ def sibling(image_path: str | Path, name: str, what: str) -> str:
     real_folder = os.path.realpath(folder or ".")
     if os.path.dirname(os.path.realpath(candidate)) != real_folder:
         raise UnsafeInputError(f"{what} '{name}' is a symbolic link leading out of the image's folder",
+                               path=image_path)
+    if not os.path.isfile(candidate):
+        raise UnsafeInputError(f"{what} '{name}' is not a regular file (devices and pipes are never used as disks)",
                                path=image_path)
     return candidate
 
