@@ -19,7 +19,7 @@ answer its domain capabilities, and ``qemu`` / ``kvm`` must boot the probe firmw
 :mod:`condor_vmsubmit.kvmprobe` under TCG / KVM.  Script-managed hypervisors are the
 admin's executables in ``VMSUBMIT_SCRIPT_DIR`` whose ``discover`` action exits 0.
 
-Timing: every probe runs under one deadline (``--timeout``, 1.5 s by default) so the
+Timing: every probe runs under one deadline (``--timeout``, 1.3 s by default) so the
 program ends in under 2 s even when libvirtd hangs; boot-probe and ``-nic model=help``
 answers are cached in the state directory for ``VMSUBMIT_DISCOVERY_PROBE_TTL`` seconds.
 The probing functions (``probe_*``, ``main``) are the edges; everything from their raw
@@ -52,6 +52,7 @@ from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
 from .translate import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
 
 T = TypeVar("T")
+FactValue = int | bool | tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ HYPERVISOR_FACTS = (
 )
 
 DEFAULT_URI = "qemu:///session"
-DEFAULT_TIMEOUT = 1.5        # seconds for the whole discovery; Python's start-up comes on top
+DEFAULT_TIMEOUT = 1.3        # seconds for the whole discovery; Python's start-up comes on top
 DEFAULT_PROBE_TTL = 3600     # seconds a cached boot-probe or NIC list stays valid
 KNOB_URI = "VMSUBMIT_LIBVIRT_URI"
 KNOB_SCRIPT_DIR = "VMSUBMIT_SCRIPT_DIR"
@@ -200,7 +201,7 @@ def _machine_names(elements: Iterable[etree._Element]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def domain_facts(domcaps: str) -> dict[str, int | bool | tuple[str, ...]]:
+def domain_facts(domcaps: str) -> dict[str, FactValue]:
     """MAX_VCPUS, EFI, DISK_BUSES and whether QEMU has virtiofs, from domain capabilities XML.
 
     >>> domain_facts('''<domainCapabilities><vcpu max="255"/><os supported="yes">
@@ -211,7 +212,7 @@ def domain_facts(domcaps: str) -> dict[str, int | bool | tuple[str, ...]]:
     {'MAX_VCPUS': 255, 'EFI': True, 'DISK_BUSES': ('ide', 'virtio'), 'VIRTIOFS': False}
     """
     root = etree.fromstring(domcaps.encode())
-    facts: dict[str, int | bool | tuple[str, ...]] = {}
+    facts: dict[str, FactValue] = {}
     vcpu_max = root.find("vcpu")
     if vcpu_max is not None and (vcpu_max.get("max") or "").isdigit():
         facts["MAX_VCPUS"] = int(vcpu_max.get("max", "0"))
@@ -291,28 +292,28 @@ def usable_hypervisors(observations: Observations) -> tuple[dict[str, GuestType]
             continue
         probe = observations.boot_probes.get(kind)
         if kind in PROBED_ACCELERATORS and (probe is None or not probe.ok):
-            notes.append(f"{kind}: {probe.detail if probe else 'no boot probe for ' + guest.arch}")
+            notes.append(f"{kind}: {probe.detail if probe else f'no boot probe for {guest.arch} hosts'}")
             continue
         usable[kind] = guest
     return usable, notes
 
 
-def hypervisor_facts(kind: str, guest: GuestType, observations: Observations) -> dict[str, str]:
+def hypervisor_facts(kind: str, guest: GuestType, answer: LibvirtAnswer,
+                     observations: Observations) -> dict[str, str]:
     """``VM_<HV>_ATTR_<NAME>`` → ClassAd literal for one usable libvirt hypervisor."""
-    answer = observations.libvirt
-    assert answer is not None
-    facts: dict[str, int | bool | tuple[str, ...]] = {}
-    domcaps = answer.domain_capabilities.get(kind)
-    if domcaps:
-        facts.update(domain_facts(domcaps))
-    if observations.max_vcpus is not None and "MAX_VCPUS" in facts:
-        facts["MAX_VCPUS"] = min(int(facts["MAX_VCPUS"]), observations.max_vcpus)
-    if observations.allowed_buses and "DISK_BUSES" in facts:
+    facts: dict[str, FactValue] = {}
+    if kind in answer.domain_capabilities:
+        facts.update(domain_facts(answer.domain_capabilities[kind]))
+    most, buses = facts.get("MAX_VCPUS"), facts.get("DISK_BUSES")
+    if observations.max_vcpus is not None and isinstance(most, int):
+        facts["MAX_VCPUS"] = min(most, observations.max_vcpus)
+    if observations.allowed_buses and isinstance(buses, tuple):
         allowed = {bus.lower() for bus in observations.allowed_buses}
-        facts["DISK_BUSES"] = tuple(b for b in facts["DISK_BUSES"] if b.lower() in allowed)  # type: ignore[union-attr]
+        facts["DISK_BUSES"] = tuple(bus for bus in buses if bus.lower() in allowed)
     facts["VIRTIOFS"] = bool(facts.get("VIRTIOFS")) and observations.virtiofsd
     facts["MACHINE_TYPES"] = tuple(sorted(guest.machines))
-    facts["ARCHES"] = tuple(sorted({g.arch for g in guest_types(answer.capabilities) if g.domain_type == kind}))
+    arches = {other.arch for other in guest_types(answer.capabilities) if other.domain_type == kind}
+    facts["ARCHES"] = tuple(sorted(arches))
     if kind in PROBED_ACCELERATORS and guest.emulator in observations.nic_models:
         facts["NIC_MODELS"] = observations.nic_models[guest.emulator]
     facts["NETWORKS"] = tuple(n for n in observations.allowed_networks if n in answer.networks)
@@ -345,8 +346,9 @@ def build_ad(observations: Observations) -> dict[str, str]:
         "VM_DISCOVERY_ERROR": classad_literal(observations.libvirt_error),
         "VM_DISCOVERY_NOTES": classad_literal("; ".join(notes) if notes else None),
     }
-    for kind, guest in usable.items():
-        ad.update(hypervisor_facts(kind, guest, observations))
+    if observations.libvirt is not None:
+        for kind, guest in usable.items():
+            ad.update(hypervisor_facts(kind, guest, observations.libvirt, observations))
     ad.update(script_ads)
     return ad
 
@@ -406,10 +408,8 @@ class Settings:
 
 def knobs(names: Iterable[str]) -> dict[str, str]:
     """HTCondor configuration values (``htcondor2.param``) of the knobs that are set."""
-    try:
-        import htcondor2
-    except ImportError:
-        return {}
+    import htcondor2
+
     found = {}
     for name in names:
         value = htcondor2.param.get(name)
@@ -580,10 +580,10 @@ def probe_qemu(answer: LibvirtAnswer, state_dir: Path, cache: ProbeCache,
     for kind, (key, wait) in booting.items():
         finished, value = wait(deadline.left() + 0.1)
         if not (finished and isinstance(value, ProbeResult)):
-            value = ProbeResult(False, f"{kind} boot probe did not finish in time")
+            value = ProbeResult(False, f"{kind} boot probe did not finish in time", timed_out=True)
         results[kind] = value
-        # A probe cut short by the deadline proves nothing: only full-length answers are kept.
-        if key and finished and timeout >= PROBE_TIMEOUT:
+        # A guest still running when a probe shortened by the deadline ended proves nothing.
+        if key and not (value.timed_out and timeout < PROBE_TIMEOUT):
             cache.put(key, {"ok": value.ok, "detail": value.detail})
     for emulator, (key, wait) in listing.items():
         finished, text = wait(deadline.left() + 0.1)
@@ -607,7 +607,8 @@ def host_bridges(names: Iterable[str]) -> tuple[str, ...]:
                  if "/" not in name and Path("/sys/class/net", name, "bridge").is_dir())
 
 
-def start_scripts(script_dir: Path | None, cwd: Path) -> tuple[list[tuple[str, subprocess.Popen]], list[ScriptAnswer]]:
+def start_scripts(script_dir: Path | None,
+                  cwd: Path) -> tuple[list[tuple[str, subprocess.Popen]], list[ScriptAnswer]]:
     """Launch ``SCRIPT discover /dev/null`` for every admin script (there is no job ad yet);
     scripts that may not run are answered at once."""
     if script_dir is None:

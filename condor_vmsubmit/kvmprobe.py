@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROM_SIZE = 0x10000          # QEMU wants a -bios image whose size is a multiple of 64 KiB
 EXIT_STATUS_OK = 33          # isa-debug-exit: (0x10 << 1) | 1
-PROBE_TIMEOUT = 1.0          # seconds; a working accelerator answers in about 0.1 s
+PROBE_TIMEOUT = 0.8          # seconds; a working accelerator answers in about 0.1 s
 
 # (bytes, instruction) pairs, in order from offset 0 of the ROM.
 _CODE = (
@@ -112,10 +112,12 @@ def probe_rom() -> bytes:
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Whether a guest ran to the end under the accelerator, and what was seen."""
+    """Whether a guest ran to the end under the accelerator, what was seen, and whether it was
+    still running when the time was up."""
 
     ok: bool
     detail: str
+    timed_out: bool = False
 
 
 def probe_command(emulator: str, accel: str, rom: Path) -> list[str]:
@@ -129,17 +131,17 @@ def interpret(accel: str, status: int | None, serial: str, stderr: str) -> Probe
     """Judge one probe run (``status`` None means it was killed at the timeout).
 
     >>> interpret("kvm", None, "R", "")
-    ProbeResult(ok=False, detail='kvm guest hung entering protected mode')
+    ProbeResult(ok=False, detail='kvm guest hung entering protected mode', timed_out=True)
     >>> interpret("tcg", 33, "RPL", "")
-    ProbeResult(ok=True, detail='tcg guest reached long mode')
-    >>> interpret("kvm", 1, "", "qemu-system-x86_64: failed to initialize kvm: Permission denied\\n")
-    ProbeResult(ok=False, detail='qemu-system-x86_64: failed to initialize kvm: Permission denied')
+    ProbeResult(ok=True, detail='tcg guest reached long mode', timed_out=False)
+    >>> interpret("kvm", 1, "", "qemu-system-x86_64: failed to initialize kvm: Permission denied\\n").detail
+    'qemu-system-x86_64: failed to initialize kvm: Permission denied'
     """
     if status == EXIT_STATUS_OK and serial == "RPL":
         return ProbeResult(True, f"{accel} guest reached long mode")
     if status is None:
         where = _STAGE_REACHED.get(serial, f"after printing {serial!r}")
-        return ProbeResult(False, f"{accel} guest hung {where}")
+        return ProbeResult(False, f"{accel} guest hung {where}", timed_out=True)
     errors = [line for line in stderr.splitlines() if line.strip() and "warning:" not in line]
     reason = errors[-1].strip() if errors else f"exit status {status}, serial {serial!r}"
     return ProbeResult(False, reason)
