@@ -44,12 +44,6 @@ def libvirt_view():
     connection.close()
 
 
-def test_multicast_mac_is_read_with_a_warning(read) -> None:
-    spec = read(domain("<interface type='user'><mac address='01:00:5E:AA:BB:CD'/></interface>"))
-    assert spec.nics[0].mac == "01:00:5e:aa:bb:cd"
-    assert spec.warnings == ("NIC MAC 01:00:5e:aa:bb:cd is a multicast address; libvirt refuses it for a NIC",)
-
-
 @pytest.fixture
 def read(tmp_path: Path):
     """A function: write XML to a file and load it."""
@@ -198,6 +192,8 @@ def test_missing_name_uses_file_name_with_a_warning(tmp_path: Path) -> None:
     ("<network>\n<name>n</name>\n</network>\n", 1, "root element is <network>, expected a libvirt <domain>"),
     (domain(vcpu="<vcpu>0</vcpu>"), 4, "<vcpu>: '0' is not a positive whole number"),
     (domain(vcpu="<vcpu current='x'>2</vcpu>"), 4, "<vcpu>: 'x' is not a positive whole number"),
+    (domain(vcpu="<vcpu>²</vcpu>"), 4, "<vcpu>: '²' is not a positive whole number"),
+    (domain(vcpu="<vcpu>4294967296</vcpu>"), 4, "<vcpu>: 4294967296 is more than libvirt accepts (4294967295)"),
     (domain("<disk type='file' device='tape'><target dev='st0'/></disk>"), 8,
      "<disk device='tape'> is not disk, cdrom, floppy or lun"),
     (domain().replace("<memory unit='MiB'>64</memory>", ""), 1,
@@ -226,17 +222,16 @@ def test_mac_addresses_are_written_as_libvirt_writes_them(read, libvirt_view, ad
     assert read(xml).nics[0].mac == libvirt_mac == "52:54:00:0a:0b:01"
 
 
-@pytest.mark.parametrize("address, problem", [
-    ("52:54:00:0a:0b", "is not a MAC address"), ("x", "is not a MAC address"),
-    (" 52:54:00:0a:0b:01", "is not a MAC address"), ("52:54:00:0a:0b:01x", "is not a MAC address"),
-    ("", "is not a MAC address"),
-])
-def test_bad_mac_addresses_are_refused_like_libvirt(tmp_path: Path, address: str, problem: str) -> None:
+@pytest.mark.parametrize("address", ["52:54:00:0a:0b", "x", " 52:54:00:0a:0b:01", "52:54:00:0a:0b:01x", "",
+                                     "52:54:00:12:34:5g", "52:54:00:12:34:56:78"])
+def test_malformed_macs_are_left_unset_with_a_warning(tmp_path: Path, address: str) -> None:
+    """libvirt refuses them; the runner's safety check refuses the XML, the spec says why."""
     path = tmp_path / "mac.xml"
     path.write_text(domain(f"<interface type='user'>\n<mac address='{address}'/></interface>"))
-    with pytest.raises(InputError) as caught:
-        load(path)
-    assert caught.value.one_line().startswith(f"{path}:9: <mac address='{address}'> {problem}")
+    spec = load(path)
+    assert spec.nics[0].mac is None
+    assert spec.warnings == (f"line 9: <mac address='{address}'> is not a MAC address; libvirt refuses it "
+                             "(the spec leaves this NIC's MAC unset)",)
     connection = libvirt.open("test:///default")
     with pytest.raises(libvirt.libvirtError):
         connection.defineXML(path.read_text())

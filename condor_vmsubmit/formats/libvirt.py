@@ -35,6 +35,9 @@ _NIC_MODELS = {model.lower(): model for model in (
     "virtio-non-transitional", "usb-net", "spapr-vlan", "lan9118", "scm91c111", "vlance", "vmxnet",
     "vmxnet2", "vmxnet3", "Am79C970A", "Am79C973", "82540EM", "82545EM", "82543GC")}
 
+# libvirt reads vCPU counts into an unsigned int.
+_MAX_UINT = 2**32 - 1
+
 # VIR_DOMAIN_MEMORY_PARAM_UNLIMITED: libvirt refuses a memory size above this many KiB.
 _MAX_MEMORY_KIB = 2**53 - 1
 
@@ -65,9 +68,9 @@ def spec_from_domain(root: etree._Element, path: str | Path) -> VMSpec:
     os_type = os_parts.get("type")
     devices = top.get("devices")
     vcpus, vcpus_current = _vcpus(top, path)
-    nics = tuple(_nic(i, path) for i in _children(devices, "interface"))
-    warnings += [f"NIC MAC {nic.mac} is a multicast address; libvirt refuses it for a NIC"
-                 for nic in nics if nic.mac and int(nic.mac[:2], 16) & 1]
+    interfaces = _children(devices, "interface")
+    nics = tuple(_nic(i) for i in interfaces)
+    warnings += _mac_warnings(interfaces, nics)
     return VMSpec(
         source_format="libvirt",
         name=name,
@@ -163,11 +166,16 @@ def _vcpus(top: dict[Any, etree._Element], path: str | Path) -> tuple[int, int |
 
 
 def _positive_int(text: str | None, element: etree._Element, path: str | Path) -> int:
+    """A vCPU count as libvirt reads it: a whole number from 1 to an unsigned int's maximum."""
     value = (text or "").strip()
-    if not value.isdigit() or int(value) == 0:
+    digits = value.removeprefix("+")
+    if not (digits.isascii() and digits.isdigit()) or int(digits) == 0:
         raise InputError(f"<{element.tag}>: '{value}' is not a positive whole number",
                          path=path, line=element.sourceline)
-    return int(value)
+    if int(digits) > _MAX_UINT:
+        raise InputError(f"<{element.tag}>: {value} is more than libvirt accepts ({_MAX_UINT})",
+                         path=path, line=element.sourceline)
+    return int(digits)
 
 
 def _firmware(os_element: etree._Element | None, loader: etree._Element | None) -> str:
@@ -303,7 +311,7 @@ def _backing_source(backing: etree._Element | None) -> str | None:
     return _disk_source(backing.find("source"), backing.get("type", "file")) or "(unnamed)"
 
 
-def _nic(element: etree._Element, path: str | Path) -> Nic:
+def _nic(element: etree._Element) -> Nic:
     kind = element.get("type", "user")
     parts = _first_children(element)
     source = parts.get("source")
@@ -314,21 +322,37 @@ def _nic(element: etree._Element, path: str | Path) -> Nic:
     mac, model, link = parts.get("mac"), parts.get("model"), parts.get("link")
     return Nic(
         model=_nic_model(model.get("type")) if model is not None else None,
-        mac=_mac(mac, path) if mac is not None and mac.get("address") is not None else None,
+        mac=_mac(mac.get("address")) if mac is not None else None,
         network=network,
         network_kind=kind,
         link="down" if link is not None and link.get("state") == "down" else "up",
     )
 
 
-def _mac(element: etree._Element, path: str | Path) -> str:
-    """A ``<mac address>`` read as libvirt's virMacAddrParse does (six groups of one or
-    two hex digits), written ``52:54:00:0a:0b:01``."""
-    text = element.get("address", "")
-    groups = text.rstrip().split(":")
+def _mac(text: str | None) -> str | None:
+    """A MAC address read as libvirt's virMacAddrParse does (six groups of one or two hex
+    digits) and written as libvirt writes it; None when there is none or it is malformed.
+
+    >>> _mac("52:54:0:A:b:1"), _mac("52:54:00:12:34:5g"), _mac(None)
+    ('52:54:00:0a:0b:01', None, None)
+    """
+    groups = (text or "").rstrip().split(":")
     if len(groups) != 6 or not all(0 < len(g) <= 2 and all(c in string.hexdigits for c in g) for g in groups):
-        raise InputError(f"<mac address='{text}'> is not a MAC address", path=path, line=element.sourceline)
+        return None
     return ":".join(f"{int(group, 16):02x}" for group in groups)
+
+
+def _mac_warnings(interfaces: list[etree._Element], nics: tuple[Nic, ...]) -> list[str]:
+    """What libvirt would refuse about the NICs' MAC addresses (the runner's check refuses it too)."""
+    warnings = []
+    for element, nic in zip(interfaces, nics):
+        mac = element.find("mac")
+        if mac is not None and nic.mac is None:
+            warnings.append(f"line {mac.sourceline}: <mac address='{mac.get('address')}'> is not a MAC "
+                            "address; libvirt refuses it (the spec leaves this NIC's MAC unset)")
+        elif nic.mac and int(nic.mac[:2], 16) & 1:
+            warnings.append(f"NIC MAC {nic.mac} is a multicast address; libvirt refuses it for a NIC")
+    return warnings
 
 
 def _nic_model(model: str | None) -> str | None:
