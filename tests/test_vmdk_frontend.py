@@ -160,3 +160,27 @@ def test_refusals_are_one_line_with_their_exit_code(images: Path, name: str, cod
     assert result.exit_code == code
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("condor_vmdk_submit: error: ") and reason in lines[0]
+
+
+@pytest.mark.pool
+def test_a_split_vmdk_job_reaches_the_schedd_with_every_extent(images: Path, tmp_path: Path) -> None:
+    """Marked pool: submitted on hold to a real schedd, its ad checked, then removed."""
+    from test_pool_integration import pool_reachable
+
+    why_not = pool_reachable()
+    if why_not:
+        pytest.skip(f"no pool: {why_not}")
+    import htcondor2
+
+    result = subprocess.run(["condor_vmdk_submit", str(images / "split.vmdk"), "--cpus", "2", "-append", "hold=true",
+                             "--output-dir", str(tmp_path / "job")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    cluster = int(result.stdout.split("cluster ")[-1].rstrip(".\n"))
+    schedd = htcondor2.Schedd()
+    try:
+        (ad,) = schedd.query(f"ClusterId == {cluster}")
+        transferred = {Path(p).name for p in ad["TransferInput"].split(",")}
+        assert {"split.vmdk", "split-s001.vmdk", "split-s002.vmdk", "vmspec.json"} <= transferred
+        assert (ad["VM_ATTR_SOURCE_FORMAT"], ad["VM_ATTR_VCPUS"], ad["VM_ATTR_DISK_BUSES"]) == ("vmdk", 2, "scsi")
+    finally:
+        schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
