@@ -76,12 +76,12 @@ def build(
     main = images[0]
     for info in images:
         warnings += _chain_notes(info)
-    spec_nics = tuple(n if isinstance(n, Nic) else parse_nic(n) for n in nics)
-    if not spec_nics:
+    asked = [n if isinstance(n, Nic) else parse_nic(n) for n in nics]
+    spec_nics = tuple(n for n in asked if n is not None)
+    if not asked:
         model = "e1000" if main.format == "vmdk" else "virtio"
         spec_nics = (Nic(model=model, network_kind="user"),)
         warnings.append(f"default network: one user-mode {model} NIC (--nic none for no network)")
-    spec_nics = tuple(n for n in spec_nics if n.network_kind != "none")
     if cpus is None:
         warnings.append(f"a disk image does not say how many CPUs: using {DEFAULT_VCPUS} vCPU (--cpus)")
     if memory is None:
@@ -107,18 +107,20 @@ def build(
     return spec, files
 
 
-def parse_nic(text: str) -> Nic:
-    """A NIC from ``KIND[:NAME][,model=M][,mac=MAC][,link=up|down]``, or ``none``.
+def parse_nic(text: str) -> Nic | None:
+    """A NIC from ``KIND[:NAME][,model=M][,mac=MAC][,link=up|down]``; None for ``none`` (no network).
 
     >>> parse_nic("network:default,model=virtio,mac=52:54:00:AB:cd:01,link=down")
     Nic(model='virtio', mac='52:54:00:ab:cd:01', network='default', network_kind='network', link='down')
     >>> parse_nic("user")
     Nic(model=None, mac=None, network=None, network_kind='user', link='up')
+    >>> parse_nic("none") is None
+    True
     """
     head, *options = [part.strip() for part in text.split(",")]
     kind, _, network = head.partition(":")
     if kind == "none" and not options and not network:
-        return Nic(network_kind="none")
+        return None
     if kind not in _NIC_KINDS or (kind != "user" and not network) or (kind == "user" and network):
         raise InputError(f"--nic '{text}': start with user, network:NAME, bridge:NAME or none")
     values: dict[str, str] = {}
