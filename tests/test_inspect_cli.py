@@ -104,6 +104,12 @@ def test_schema_is_compiled_once_per_process() -> None:
     assert libvirt._relaxng(str(libvirt.RNG_PATH)) is libvirt._relaxng(str(libvirt.RNG_PATH))
 
 
+def test_ovf_options_on_libvirt_xml_are_refused_not_ignored() -> None:
+    code, out, err = inspect("--profile", "large", WEBSERVER)
+    assert (code, out) == (3, "")
+    assert err == f"condor_vmsubmit: error: {WEBSERVER}: profile: only for OVF appliances, and this is libvirt domain XML\n"
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["/nonexistent/domain.xml"], 3, "/nonexistent/domain.xml: cannot read: No such file or directory"),
     (["--validate", "CORPUS/" + RNG_INVALID], 3, "not valid against domain.rng"),

@@ -45,8 +45,14 @@ _MAX_MEMORY_KIB = 2**53 - 1
 _DISK_SOURCE_ATTR = {"file": "file", "block": "dev", "dir": "dir", "vhostuser": "path"}
 
 
-def load(path: str | Path, *, validate: bool = False, **_options: Any) -> VMSpec:
-    """Read the domain XML at ``path``; with ``validate``, check it against libvirt's RelaxNG first."""
+def load(path: str | Path, *, validate: bool = False, **options: Any) -> VMSpec:
+    """Read the domain XML at ``path``; with ``validate``, check it against libvirt's RelaxNG first.
+
+    Options of other formats (an OVF ``profile`` ...) are refused when given, not ignored.
+    """
+    given = sorted(name for name, value in options.items() if value)
+    if given:
+        raise InputError(f"{', '.join(given)}: only for OVF appliances, and this is libvirt domain XML", path=path)
     root = parse_file(path)
     if validate:
         validate_rng(root, path)
