@@ -59,6 +59,12 @@ def test_bus_follows_the_adapter_type(name: str, bus: str, controller: str | Non
     assert disk.capacity_bytes and disk.source == str(path)
 
 
+def test_a_raw_disk_named_vmdk_runs_as_raw_and_says_so() -> None:
+    spec = load(corpus_folder("vmdk") / "gen__raw-mislabeled-1M.vmdk")
+    assert spec.disks[0].format == "raw" and spec.nics[0].model == "virtio"
+    assert any("QEMU reads it as a raw disk" in warning for warning in spec.warnings)
+
+
 def test_images_without_a_telling_name_are_sniffed_by_content(images: Path) -> None:
     shutil.copyfile(images / "base.qcow2", images / "disk")
     assert sniff(images / "disk") == "vmdk"

@@ -77,12 +77,12 @@ def read_qcow2(image: ImageFile, head: bytes) -> ImageInfo:
     extension_end = backing_offset if backing_offset else cluster_size
     extensions = _extensions(image, data, header_length, extension_end)
     if incompatible & INCOMPAT_DATA_FILE or EXT_DATA_FILE in extensions:
-        name = extensions.get(EXT_DATA_FILE, b"").decode("utf-8", "surrogateescape")
+        name = extensions.get(EXT_DATA_FILE, b"").decode("utf-8", "replace")
         raise UnsafeInputError(f"qcow2 image keeps its data in an external file '{name}'", path=path)
     backing = None
     if backing_offset and backing_size:
         name = _slice(image, data, backing_offset, backing_size).split(b"\x00", 1)[0]
-        backing = name.decode("utf-8", "surrogateescape") or None
+        backing = name.decode("utf-8", "replace") or None
     backing_format = extensions.get(EXT_BACKING_FORMAT)
     notes = []
     if incompatible & INCOMPAT_DIRTY:

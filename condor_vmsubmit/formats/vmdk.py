@@ -158,6 +158,8 @@ def _disk(info: ImageInfo, warnings: list[str]) -> Disk:
     if info.encrypted:
         raise InputError(f"encrypted {info.format} image: the job has no way to get its key", path=info.path)
     bus, _model = bus_for(info)
+    if info.format == "raw" and Path(info.path).suffix.lower() == ".vmdk":
+        warnings.append(f"{info.path}: no VMDK header or descriptor: QEMU reads it as a raw disk, and so will the job")
     if info.format == "vmdk" and (info.adapter_type or "ide").lower() not in _ADAPTERS:
         warnings.append(f"{info.path}: unknown adapter type '{info.adapter_type}': using an IDE bus")
     return Disk(device="disk", bus=bus, format=info.format, source=info.path,

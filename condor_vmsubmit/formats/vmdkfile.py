@@ -168,7 +168,7 @@ def _read_sparse(image: ImageFile, head: bytes) -> ImageInfo:
     sparse = _sparse_header(image, head)
     if sparse.descriptor_only:
         raise InputError("sparse file holding only a descriptor (capacity 0) is not supported", path=image.path)
-    text = image.read_at(SECTOR, DESC_SIZE).decode("utf-8", "surrogateescape")
+    text = image.read_at(SECTOR, DESC_SIZE).decode("utf-8", "replace")
     descriptor = parse_descriptor(text, image.path)
     if descriptor.cid is None or descriptor.parent_cid is None:
         raise InputError("sparse VMDK without an embedded descriptor (no CID): it looks like one extent "
@@ -256,7 +256,7 @@ def _descriptor_text(image: ImageFile) -> str:
     data = image.read_at(0, image.budget)
     if b"\x00" not in data and image.size > len(data):
         raise InputError(f"VMDK descriptor larger than {image.budget // 1024} KiB", path=image.path)
-    return data.decode("utf-8", "surrogateescape")
+    return data.decode("utf-8", "replace")
 
 
 def _read_descriptor_file(image: ImageFile, descriptor: Descriptor) -> ImageInfo:
