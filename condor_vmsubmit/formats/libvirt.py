@@ -2,9 +2,10 @@
 
 Reads what libvirt's own parser reads, with libvirt's defaults: memory units and
 KiB rounding (``virDomainParseMemory``), NUMA-derived memory, ``<vcpu>`` maximum and
-current, the disk bus inferred from the target name, disks in libvirt's order,
-firmware auto-selection and pflash loaders.  Nothing here touches a hypervisor; the runner decides what of the
-user's XML may reach one.
+current, the disk bus inferred from the target name, disks in libvirt's order, MAC
+addresses and NIC models in libvirt's spelling, firmware auto-selection and pflash
+loaders.  Nothing here touches a hypervisor; the runner decides what of the user's
+XML may reach one.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def _text(element: etree._Element | None) -> str:
     return (element.text or "").strip() if element is not None else ""
 
 
-def _children(devices: etree._Element | None, *tags: str) -> list[etree._Element]:
-    """The devices of the given kinds, in document order."""
-    return list(devices.iterchildren(*tags)) if devices is not None else []
+def _children(element: etree._Element | None, *tags: str) -> list[etree._Element]:
+    """The children with the given tags, in document order."""
+    return list(element.iterchildren(*tags)) if element is not None else []
 
 
 def _scaled(element: etree._Element, path: str | Path, attribute: str | None = None) -> int:
@@ -243,7 +244,7 @@ def drive_index(target_dev: str | None) -> int:
         return -1
     rest = target_dev[len(prefix):]
     letters = len(rest) - len(rest.lstrip("abcdefghijklmnopqrstuvwxyz"))
-    if letters == 0 or not (rest[letters:] == "" or rest[letters:].isdigit()):
+    if letters == 0 or not (rest[letters:] == "" or (rest[letters:].isascii() and rest[letters:].isdigit())):
         return -1
     index = 0
     for position, letter in enumerate(rest[:letters]):
