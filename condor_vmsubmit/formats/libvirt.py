@@ -244,7 +244,8 @@ def drive_index(target_dev: str | None) -> int:
         return -1
     rest = target_dev[len(prefix):]
     letters = len(rest) - len(rest.lstrip("abcdefghijklmnopqrstuvwxyz"))
-    if letters == 0 or not (rest[letters:] == "" or (rest[letters:].isascii() and rest[letters:].isdigit())):
+    partition = rest[letters:]
+    if letters == 0 or not (partition == "" or (partition.isascii() and partition.isdigit())):
         return -1
     index = 0
     for position, letter in enumerate(rest[:letters]):
