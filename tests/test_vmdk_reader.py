@@ -339,3 +339,11 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     image = _descriptor_naming(tmp_path, "pipe.vmdk")
     with pytest.raises(UnsafeInputError, match="not a regular file"):
         read_image(image)
+
+
+def test_a_short_flat_extent_is_noted(tmp_path: Path) -> None:
+    create(tmp_path, "d.vmdk", "vmdk", "10M", "subformat=monolithicFlat")
+    assert read_image(tmp_path / "d.vmdk").notes == ()
+    os.truncate(tmp_path / "d-flat.vmdk", 4096)
+    assert_agrees(tmp_path / "d.vmdk")
+    assert "shorter than the descriptor says" in read_image(tmp_path / "d.vmdk").notes[0]

@@ -269,10 +269,14 @@ def _read_descriptor_file(image: ImageFile, descriptor: Descriptor) -> ImageInfo
         raise InputError(f"unsupported VMDK image type '{create_type}'", path=image.path)
     extents: list[Extent] = []
     files = [image.path]
+    notes = []
     for extent in descriptor.extents:
         extent_path = sibling(image.path, extent.file, "extent")
         if extent.kind not in ("FLAT", "VMFS"):
             extent = _sparse_extent(extent, extent_path, image.log)
+        elif os.path.getsize(extent_path) < (extent.offset_sectors + extent.sectors) * SECTOR:
+            notes.append(f"flat extent '{extent.file}' is shorter than the descriptor says: "
+                         "the guest reads zeros past its end")
         if extent_path not in files:
             files.append(extent_path)
         extents.append(extent)
@@ -280,7 +284,7 @@ def _read_descriptor_file(image: ImageFile, descriptor: Descriptor) -> ImageInfo
         raise InputError("VMDK descriptor lists no RW extent QEMU can open", path=image.path)
     if descriptor.cid is None or descriptor.parent_cid is None:
         raise InputError("invalid VMDK descriptor: no CID or parentCID line", path=image.path)
-    return _info(image, descriptor, create_type, tuple(extents), tuple(files), None)
+    return _info(image, descriptor, create_type, tuple(extents), tuple(files), None, notes)
 
 
 def _sparse_extent(extent: Extent, extent_path: str, log: list[int]) -> Extent:
@@ -311,10 +315,10 @@ def _sesparse_sectors(head: bytes, path: str) -> int:
 
 
 def _info(image: ImageFile, descriptor: Descriptor, create_type: str, extents: tuple[Extent, ...],
-          files: tuple[str, ...], version: int | None) -> ImageInfo:
+          files: tuple[str, ...], version: int | None, notes: list[str] | None = None) -> ImageInfo:
     sectors = sum(extent.sectors for extent in extents)
     values = descriptor.values
-    notes = []
+    notes = list(notes or ())
     if version == 3 and not any(extent.compressed for extent in extents):
         notes.append("VMDK version 3 (changed block tracking): QEMU opens it read-only only")
     return ImageInfo(
