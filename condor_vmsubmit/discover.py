@@ -531,7 +531,7 @@ class ProbeCache:
     def save(self) -> None:
         if not self.changed:
             return
-        partial = self.path.with_suffix(".tmp")
+        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # two runs may overlap
         partial.write_text(json.dumps({"entries": self.entries}, indent=1))
         partial.replace(self.path)
 
@@ -672,9 +672,8 @@ def collect_scripts(running: list[tuple[str, subprocess.Popen]], deadline: Deadl
     return answers
 
 
-def discover(settings: Settings) -> Observations:
-    """Probe everything under one deadline."""
-    deadline = Deadline(settings.timeout)
+def discover(settings: Settings, deadline: Deadline) -> Observations:
+    """Probe everything before ``deadline``."""
     state_dir = prepare_state_dir(settings.state_dir)
     running, refused = start_scripts(settings.script_dir, state_dir)
     os.environ.update(session_environment(state_dir))
@@ -702,7 +701,7 @@ def discover(settings: Settings) -> Observations:
         scripts=tuple(sorted(scripts, key=lambda s: s.hypervisor)))
 
 
-def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeout: float | None,
+def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeout: float,
                   config: Mapping[str, str]) -> Settings:
     """Command-line values over the HTCondor knobs in ``config`` over the defaults."""
     def number(knob: str, default: float | None) -> float | None:
@@ -720,7 +719,7 @@ def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | No
         uri=uri or config.get(KNOB_URI) or DEFAULT_URI,
         state_dir=state_dir or Path(config.get(KNOB_STATE_DIR) or default_state_dir()),
         script_dir=script_dir or (Path(configured_scripts) if configured_scripts else None),
-        timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+        timeout=timeout,
         probe_ttl=float(number(KNOB_PROBE_TTL, DEFAULT_PROBE_TTL) or 0),
         allowed_networks=words(config.get(KNOB_NETWORKS)),
         allowed_buses=words(config.get(KNOB_BUSES)),
@@ -742,7 +741,9 @@ def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | No
 @reports_errors
 def main(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeout: float | None) -> None:
     """Print this node's VM capabilities as STARTD_CRON output (see docs/admin-guide.md)."""
+    budget = DEFAULT_TIMEOUT if timeout is None else timeout
+    deadline = Deadline(budget)  # reading the configuration counts too
     config = knobs((KNOB_URI, KNOB_STATE_DIR, KNOB_SCRIPT_DIR, KNOB_PROBE_TTL, KNOB_NETWORKS,
                     KNOB_BUSES, KNOB_MAX_VCPUS))
-    observations = discover(settings_from(uri, state_dir, script_dir, timeout, config))
+    observations = discover(settings_from(uri, state_dir, script_dir, budget, config), deadline)
     click.echo(cron_text(build_ad(observations)), nl=False)
