@@ -70,9 +70,9 @@ def build(
     Disk images have no schema, so ``validate`` adds nothing.
     """
     warnings: list[str] = []
-    images = [read_image(os.path.abspath(p), allow_backing=allow_backing) for p in (path, *extra_disks)]
+    images = [read_image(p, allow_backing=allow_backing) for p in (path, *extra_disks)]
     disks = [_disk(info, warnings) for info in images]
-    disks += [_cdrom(os.path.abspath(iso)) for iso in cdroms]
+    disks += [_cdrom(iso) for iso in cdroms]
     main = images[0]
     for info in images:
         warnings += _chain_notes(info)
@@ -162,7 +162,7 @@ def _disk(info: ImageInfo, warnings: list[str]) -> Disk:
         warnings.append(f"{info.path}: no VMDK header or descriptor: QEMU reads it as a raw disk, and so will the job")
     if info.format == "vmdk" and (info.adapter_type or "ide").lower() not in _ADAPTERS:
         warnings.append(f"{info.path}: unknown adapter type '{info.adapter_type}': using an IDE bus")
-    return Disk(device="disk", bus=bus, format=info.format, source=info.path,
+    return Disk(device="disk", bus=bus, format=info.format, source=os.path.abspath(info.path),
                 capacity_bytes=info.virtual_size, backing=info.backing if info.parent else None)
 
 
@@ -170,7 +170,7 @@ def _cdrom(path: str | Path) -> Disk:
     info = read_image(path)
     if info.format != "raw":
         raise InputError(f"a cdrom must be an ISO image, this is a {info.format} image", path=path)
-    return Disk(device="cdrom", bus="sata", format="raw", source=str(path), readonly=True,
+    return Disk(device="cdrom", bus="sata", format="raw", source=os.path.abspath(path), readonly=True,
                 capacity_bytes=info.virtual_size)
 
 
