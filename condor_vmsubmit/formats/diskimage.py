@@ -1,7 +1,8 @@
 """Read a disk image's format, size and layout from its headers: VMDK, qcow2 or raw.
 
-:func:`read_image` is the one entry point, shared by the submit side (the VMDK adapter)
-and the execute side (the runner and policy code checking what a sandbox really holds).
+:func:`read_image` is the entry point for anything that will run, shared by the submit side
+(the VMDK adapter) and the execute side (the runner and policy code checking what a sandbox
+really holds); :func:`read_header` gives one image's own facts, as ``qemu-img info`` does.
 The format is recognised by content the way QEMU probes it, so the format written into
 the spec is the one QEMU would find; formats this tool does not run are refused by name.
 Images with a backing file are refused unless the caller allows them, and then the whole
