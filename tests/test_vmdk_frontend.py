@@ -59,6 +59,15 @@ def test_bus_follows_the_adapter_type(name: str, bus: str, controller: str | Non
     assert disk.capacity_bytes and disk.source == str(path)
 
 
+def test_a_version_3_sparse_vmdk_is_refused_as_it_cannot_be_written(tmp_path: Path) -> None:
+    qemu_img(tmp_path, "create", "-q", "-f", "vmdk", "cbt.vmdk", "10M")
+    data = bytearray((tmp_path / "cbt.vmdk").read_bytes())
+    data[4] = 3
+    (tmp_path / "cbt.vmdk").write_bytes(data)
+    with pytest.raises(InputError, match="version 3 .* read-only"):
+        load(tmp_path / "cbt.vmdk")
+
+
 def test_a_raw_disk_named_vmdk_runs_as_raw_and_says_so() -> None:
     spec = load(corpus_folder("vmdk") / "gen__raw-mislabeled-1M.vmdk")
     assert spec.disks[0].format == "raw" and spec.nics[0].model == "virtio"

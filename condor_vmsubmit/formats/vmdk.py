@@ -157,6 +157,9 @@ def _disk(info: ImageInfo, warnings: list[str]) -> Disk:
         raise InputError("the image has no data extents (virtual size 0)", path=info.path)
     if info.encrypted:
         raise InputError(f"encrypted {info.format} image: the job has no way to get its key", path=info.path)
+    if info.format == "vmdk" and info.version == 3 and not any(e.compressed for e in info.extents):
+        raise InputError("VMDK version 3 (changed block tracking) opens only read-only in QEMU, so the guest "
+                         "could not write to it: convert it first (qemu-img convert -O qcow2)", path=info.path)
     bus, _model = bus_for(info)
     if info.format == "raw" and Path(info.path).suffix.lower() == ".vmdk":
         warnings.append(f"{info.path}: no VMDK header or descriptor: QEMU reads it as a raw disk, and so will the job")
