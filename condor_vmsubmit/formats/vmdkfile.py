@@ -149,7 +149,7 @@ def read_vmdk(image: ImageFile, head: bytes) -> ImageInfo:
     """Read the VMDK ``image`` whose first sector is ``head`` (sparse header or descriptor text)."""
     if head.startswith((VMDK4_MAGIC, VMDK3_MAGIC)):
         return _read_sparse(image, head.ljust(SECTOR, b"\x00"))   # QEMU reads past the end as zeros
-    text = _descriptor_text(image)
+    text = _descriptor_text(image, head)
     return _read_descriptor_file(image, parse_descriptor(text, image.path))
 
 
@@ -251,9 +251,10 @@ def _check_tables(granularity: int, l1_size: int, path: str) -> None:
         raise InputError("L1 size too big", path=path)
 
 
-def _descriptor_text(image: ImageFile) -> str:
-    """A descriptor file's text; one larger than the read budget is refused."""
-    data = image.read_at(0, image.budget)
+def _descriptor_text(image: ImageFile, head: bytes) -> str:
+    """A descriptor file's text (``head`` is its start, already read); one larger than the read
+    budget is refused."""
+    data = head + image.read_at(len(head), image.budget - image.bytes_read)
     if b"\x00" not in data and image.size > len(data):
         raise InputError(f"VMDK descriptor larger than {image.budget // 1024} KiB", path=image.path)
     return data.decode("utf-8", "replace")
