@@ -157,6 +157,22 @@ def test_dry_run_transfers_every_extent_and_says_the_defaults(images: Path, tmp_
     assert spec.memory_bytes == 2 * 1024**3 and spec.disks[0].bus == "scsi"
 
 
+def test_every_frontend_option_reaches_the_spec(images: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(vmdk_submit, [
+        str(images / "split.vmdk"), "-cpus", "3", "--memory", "1536M", "--firmware", "efi", "--hypervisor", "QEMU",
+        "--disk", str(images / "data.img"), "--cdrom", str(images / "tools.iso"),
+        "--nic", "user,model=virtio,link=down", "--nic", "network:default", "--dry-run", "--output-dir",
+        str(tmp_path / "job")])
+    assert result.exit_code == 0, result.output
+    spec = VMSpec.from_json((tmp_path / "job" / "vmspec.json").read_text())
+    assert (spec.vcpus, spec.memory_bytes, spec.firmware, spec.hypervisor) == (3, 1536 * 1024**2, "efi", "qemu")
+    assert [(d.device, Path(d.source).name) for d in spec.disks] == [
+        ("disk", "split.vmdk"), ("disk", "data.img"), ("cdrom", "tools.iso")]
+    assert [(n.network_kind, n.model, n.link) for n in spec.nics] == [("user", "virtio", "down"),
+                                                                      ("network", None, "up")]
+    assert "transfer_input_files" in result.stdout and "tools.iso" in result.stdout
+
+
 def test_dry_run_with_allow_backing_transfers_the_parent(images: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(vmdk_submit, [str(images / "overlay.qcow2"), "--dry-run", "--json",
                                               "--allow-backing", "--output-dir", str(tmp_path / "job")])
