@@ -9,6 +9,7 @@ set up the condor user) and discovery reaches it through the socket in the URI.
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 LIBVIRTD = "/usr/sbin/libvirtd"
+QEMU = "/usr/bin/qemu-system-x86_64"
 SYSTEM_FIRMWARE = Path("/usr/share/qemu/firmware")
 
 
@@ -111,3 +113,23 @@ def string_list(value: str) -> list[str]:
     """The items of a ClassAd string-list literal such as ``"qemu,kvm"``."""
     assert value.startswith('"') and value.endswith('"'), value
     return [item for item in value[1:-1].split(",") if item]
+
+
+@functools.cache
+def kernel_banner_under(accel: str, seconds: float) -> bool:
+    """Oracle independent of discovery: does the Debian kernel print 'Linux version' on its
+    serial console under ``-accel accel`` within ``seconds``?  (Once per test session.)"""
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    if not kernels:
+        import pytest
+
+        pytest.skip("no /boot/vmlinuz-* (Debian package linux-image-cloud-amd64)")
+    command = [QEMU, "-accel", accel, "-machine", "pc", "-m", "256", "-nodefaults", "-no-user-config",
+               "-display", "none", "-no-reboot", "-serial", "stdio", "-kernel", str(kernels[-1]),
+               "-append", "console=ttyS0 panic=-1"]
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=seconds)
+        output = done.stdout
+    except subprocess.TimeoutExpired as hung:
+        output = hung.stdout or b""
+    return b"Linux version" in output

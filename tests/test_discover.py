@@ -24,9 +24,8 @@ from condor_vmsubmit import __version__
 from condor_vmsubmit.discover import (DEFAULT_TIMEOUT, HYPERVISOR_FACTS, NODE_ATTRIBUTES, LibvirtAnswer,
                                       Observations, ProbeCache, ScriptAnswer, build_ad, guest_types)
 from condor_vmsubmit.kvmprobe import ProbeResult
-from libvirt_session import parse_cron, run_discover, session_libvirtd, string_list
+from libvirt_session import QEMU, kernel_banner_under, parse_cron, run_discover, session_libvirtd, string_list
 
-QEMU = "/usr/bin/qemu-system-x86_64"
 CLASSAD_TYPES = {"integer": int, "boolean": bool, "string": str, "string list": str}
 
 
@@ -72,22 +71,6 @@ def libvirt_types(uri: str) -> set[str]:
         return {g.domain_type for g in guest_types(connection.getCapabilities()) if g.arch == "x86_64"}
     finally:
         connection.close()
-
-
-def kernel_banner_under(accel: str, seconds: float) -> bool:
-    """Oracle: does the Debian kernel print 'Linux version' on ttyS0 under ``accel`` in time?"""
-    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
-    if not kernels:
-        pytest.skip("no /boot/vmlinuz-* (Debian package linux-image-cloud-amd64)")
-    command = [QEMU, "-accel", accel, "-machine", "pc", "-m", "256", "-nodefaults", "-no-user-config",
-               "-display", "none", "-no-reboot", "-serial", "stdio", "-kernel", str(kernels[-1]),
-               "-append", "console=ttyS0 panic=-1"]
-    try:
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=seconds)
-        output = done.stdout
-    except subprocess.TimeoutExpired as hung:
-        output = hung.stdout or b""
-    return b"Linux version" in output
 
 
 def test_the_output_is_startd_cron_format_and_every_line_parses_with_classad2(ad: dict[str, str]) -> None:

@@ -23,7 +23,7 @@ import pytest
 from condor_vmsubmit.formats.libvirt import load
 from condor_vmsubmit.spec import VMSpec
 from condor_vmsubmit.translate import SubmitDescription, TranslateOptions, translate
-from libvirt_session import parse_cron, run_discover, session_libvirtd, string_list
+from libvirt_session import kernel_banner_under, parse_cron, run_discover, session_libvirtd, string_list
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
 # A big slot, so that only the VM facts decide (request_cpus follows the vCPUs).
@@ -114,7 +114,8 @@ def test_kvm_jobs_do_not_match_where_kvm_is_not_advertised(node: dict[str, str],
     kvm_here = "kvm" in string_list(node["VM_HYPERVISORS"])
     assert matches(web, node) is kvm_here
     assert matches(minimal, node, hypervisor="kvm") is kvm_here
-    assert not kvm_here, "KVM guests hang on the test machines: discovery must not advertise kvm"
+    if not kernel_banner_under("kvm", 8):  # on the test machines KVM guests hang after the BIOS
+        assert not kvm_here
 
 
 def test_more_vcpus_than_advertised_do_not_match(node: dict[str, str], minimal: VMSpec) -> None:
