@@ -109,8 +109,7 @@ class VMSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (plain dicts and lists, stable keys)."""
-        data = asdict(self)
-        data["extras"] = dict(self.extras)
+        data = _lists(asdict(self))
         data["spec_version"] = SPEC_VERSION
         return data
 
@@ -139,6 +138,15 @@ class VMSpec:
     def disks_of(self, device: str) -> tuple[Disk, ...]:
         """The disks whose device is ``device`` (disk, cdrom, floppy, lun)."""
         return tuple(disk for disk in self.disks if disk.device == device)
+
+
+def _lists(value: Any) -> Any:
+    """``value`` with tuples turned into lists and mappings into dicts, as JSON has them."""
+    if isinstance(value, (tuple, list)):
+        return [_lists(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _lists(item) for key, item in value.items()}
+    return value
 
 
 def _build(cls: type, data: Mapping[str, Any]) -> Any:

@@ -8,6 +8,7 @@ command reading one format does not pay for the others.
 from __future__ import annotations
 
 import importlib
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ _DISK_MAGICS = (b"KDMV", b"COWD", b"QFI\xfb", b"# Disk DescriptorFile")
 def sniff(path: str | Path) -> SourceFormat:
     """Which adapter reads ``path``: libvirt XML, OVF/OVA, or a disk image."""
     try:
+        if not stat.S_ISREG(Path(path).stat().st_mode):
+            raise InputError("not a regular file (pipes, devices and folders are not read)", path=path)
         with open(path, "rb") as handle:
             head = handle.read(4096)
     except OSError as exc:
