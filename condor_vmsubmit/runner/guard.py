@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,14 +65,36 @@ def process_stopped(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
-def _reap() -> None:
+def reap_forever() -> None:
+    """Reap our children (QEMU among them) as they end, in a thread of its own.
+
+    libvirtd waits for a killed QEMU to disappear, and a zombie does not; so reaping
+    must not wait for the main loop, which may itself be waiting on libvirtd.
+    """
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            os.waitpid(-1, 0)
         except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            time.sleep(POLL_SECONDS)
+
+
+def children() -> list[int]:
+    """Our direct children (orphans of the session that we adopted as subreaper)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def write_qemu_conf(state_dir: Path) -> None:
+    """QEMU's output goes straight to a file: no virtlogd to start, or to outlive the job."""
+    conf = state_dir / "config" / "libvirt" / "qemu.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text('stdio_handler = "file"\n')
 
 
 class Guardian:
@@ -80,6 +103,7 @@ class Guardian:
         self.runner_pid = runner_pid
         self.connection = None
         self.paused: set[str] = set()
+        write_qemu_conf(state_dir)
         log = open(state_dir / "libvirtd.log", "ab")
         self.daemon = subprocess.Popen(libvirtd_command(), env=session_environment(state_dir),
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -137,8 +161,8 @@ class Guardian:
             self.daemon.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.daemon.kill()
-            self.daemon.wait()
-        _reap()
+        for pid in children():
+            os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def run(self) -> None:
@@ -148,7 +172,6 @@ class Guardian:
             if readable and not os.read(sys.stdin.fileno(), 4096):
                 break
             self.follow()
-            _reap()
         self.clean_up()
 
 
@@ -157,6 +180,7 @@ def main() -> None:
     # The runner decides when we stop: its end (EOF on stdin), never a Ctrl-C or a vacate's SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
     Guardian(Path(sys.argv[1]), int(sys.argv[2])).run()
 
 

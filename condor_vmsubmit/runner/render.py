@@ -1,8 +1,8 @@
 """The domain XML this host starts: rendered from the spec, or the user's own XML replayed.
 
 Both paths give the same guarantees: the domain type the host really supports, a
-unique name and a UUID derived from the job (stable across restarts, so a saved
-state restores), explicit disk formats, every file inside the sandbox, user-mode
+unique name, a UUID and MAC addresses derived from the job (stable across
+restarts, so a saved state restores), explicit disk formats, every file inside the sandbox, user-mode
 networking with the link state honoured, the serial console written to a file in the
 sandbox, ACPI (so a guest's poweroff ends the domain) and no reboot on poweroff.
 What safety still refuses is left for :func:`condor_vmsubmit.runner.safety.check_domain`.
@@ -38,6 +38,23 @@ def domain_name(job_id: str) -> str:
 def domain_uuid(job_id: str) -> str:
     """A UUID derived from the job, the same on every restart."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "condor-vm:" + job_id))
+
+
+def stable_mac(job_id: str, index: int) -> str:
+    """A MAC address for a NIC the spec leaves unset: locally administered (QEMU's 52:54:00
+    prefix) and the same on every restart, so a saved state restores.
+
+    >>> stable_mac("x#1.0#1", 0)
+    '52:54:00:4c:dc:30'
+    """
+    digest = hashlib.sha256(f"{job_id}/{index}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def _fill_macs(devices: etree._Element, job_id: str) -> None:
+    for index, interface in enumerate(devices.findall("interface")):
+        if interface.find("mac") is None:
+            interface.insert(0, etree.Element("mac", address=stable_mac(job_id, index)))
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None, **attributes: str) -> etree._Element:
@@ -91,6 +108,7 @@ def render_spec(spec: VMSpec, sandbox: Sandbox, *, domain_type: str, job_id: str
         _disk(devices, disk, target, sandbox)
     for nic in spec.nics:
         _nic(devices, nic)
+    _fill_macs(devices, job_id)
     _console(devices, sandbox)
     return root
 
@@ -173,6 +191,7 @@ def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, j
             interface.set("type", "user")
             for source in interface.findall("source"):
                 interface.remove(source)
+    _fill_macs(devices, job_id)
     for chardev in devices.findall("serial") + devices.findall("console"):
         devices.remove(chardev)
     _console(devices, sandbox)

@@ -1,0 +1,5 @@
+"""``python -m condor_vmsubmit.runner`` is ``condor_vm_runner``."""
+
+from .cli import main
+
+main(prog_name="condor_vm_runner")

@@ -1,0 +1,149 @@
+"""Test helpers: the tiny guest (built once per session) and job sandboxes that run it.
+
+A sandbox looks like the scratch directory the starter prepares: the spec file, the
+guest's kernel, initramfs and job disk, and the job and machine ads the runner reads
+through ``$_CONDOR_JOB_AD`` / ``$_CONDOR_MACHINE_AD``.  Sandboxes live in short /tmp
+folders so the per-job libvirt session keeps its sockets inside them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from condor_vmsubmit import jobcontract
+from condor_vmsubmit.runner.render import domain_name
+from condor_vmsubmit.spec import Disk, KernelBoot, Nic, VMSpec
+
+REPO = Path(__file__).resolve().parents[1]
+CMDLINE = "console=ttyS0 panic=-1 quiet"
+
+
+@functools.cache
+def guest_builder():
+    """examples/guest/build_guest.py as a module."""
+    path = REPO / "examples" / "guest" / "build_guest.py"
+    spec = importlib.util.spec_from_file_location("build_guest", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_guest"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def guest_spec(name: str = "tiny", memory_mib: int = 128) -> VMSpec:
+    """The spec of the tiny guest with its job disk, as a frontend would send it."""
+    return VMSpec(source_format="libvirt", name=name, vcpus=1, memory_bytes=memory_mib << 20,
+                  kernel_boot=KernelBoot("/home/user/vm/vmlinuz", "/home/user/vm/initrd.img", CMDLINE),
+                  disks=(Disk(bus="virtio", format="raw", source="/home/user/vm/job.img"),),
+                  nics=(Nic(model="virtio", link="down"),))
+
+
+def make_sandbox(guest_dir: Path, script: str, *, job_id: str, spec: VMSpec | None = None,
+                 domain_xml: str | None = None) -> Path:
+    """A fresh sandbox whose guest runs ``script`` (its exit status is the guest's)."""
+    root = Path(tempfile.mkdtemp(prefix="cvr", dir="/tmp"))
+    for name in ("vmlinuz", "initrd.img"):
+        os.link(guest_dir / name, root / name)
+    guest_builder().write_job_disk(root / "job.img", script)
+    (root / jobcontract.SPEC_FILE).write_text((spec or guest_spec()).to_json())
+    if domain_xml is not None:
+        (root / jobcontract.DOMAIN_XML_FILE).write_text(domain_xml)
+    cluster, proc = job_id.split(".")
+    (root / "job.ad").write_text(f'ClusterId = {cluster}\nProcId = {proc}\nGlobalJobId = "test#{job_id}#1"\n')
+    (root / "machine.ad").write_text('Memory = 2048\nCpus = 2\nVM_HYPERVISORS = { "qemu" }\n')
+    return root
+
+
+def runner_env(sandbox: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_CONDOR_")}
+    env.update(_CONDOR_JOB_AD=str(sandbox / "job.ad"), _CONDOR_MACHINE_AD=str(sandbox / "machine.ad"),
+               _CONDOR_SCRATCH_DIR=str(sandbox))
+    return env
+
+
+def start_runner(sandbox: Path, *args: str) -> subprocess.Popen:
+    """``condor_vm_runner`` as the starter runs it, in a process group of its own."""
+    return subprocess.Popen([sys.executable, "-m", "condor_vmsubmit.runner", *args], cwd=sandbox,
+                            env=runner_env(sandbox), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def console(sandbox: Path) -> str:
+    path = sandbox / jobcontract.CONSOLE_LOG_FILE
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def counts(sandbox: Path) -> list[int]:
+    """The numbers the counting guest printed so far (``count=N`` lines)."""
+    return [int(line.split("=")[1]) for line in console(sandbox).splitlines()
+            if line.startswith("count=") and line.split("=")[1].strip().isdigit()]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str,
+             runner: subprocess.Popen | None = None) -> None:
+    """Poll ``condition``; fail after ``timeout`` or as soon as ``runner`` has exited."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if runner is not None and runner.poll() is not None:
+            raise AssertionError(f"the runner exited with {runner.returncode} while waiting for {what}: "
+                                 f"{runner.stderr.read() if runner.stderr else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that contain ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def qemu_of(job_id: str) -> list[int]:
+    """The QEMU processes running the job's domain."""
+    name = domain_name(f"test#{job_id}#1")
+    return [int(p.split(":")[0]) for p in processes_mentioning(f"guest={name},")]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` in the process tree."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def stop_and_clean(runner: subprocess.Popen, sandbox: Path) -> None:
+    """Kill a runner a test left running and remove its sandbox."""
+    if runner.poll() is None:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+    shutil.rmtree(sandbox, ignore_errors=True)

@@ -1,0 +1,174 @@
+"""The execute-side runner with real guests under QEMU/TCG, each in its own libvirt session.
+
+The guest (examples/guest) runs the shell script on its job disk, prints
+``condor-vm-exit-status=N`` and powers off; see tests/guest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from condor_vmsubmit import jobcontract
+from condor_vmsubmit.runner.render import domain_name
+
+from guest import (console, counts, descendants, guest_builder, make_sandbox, processes_mentioning, qemu_of,
+                    start_runner, stop_and_clean, wait_for)
+
+pytestmark = pytest.mark.guest
+
+COUNTER = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.2; done"
+BOOT = 120  # seconds a TCG boot may take on a busy machine (a timeout, not a measurement)
+
+
+def _needs_libvirt() -> None:
+    for tool in ("/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64", "/bin/busybox"):
+        if not Path(tool).exists():
+            pytest.skip(f"{tool} is not installed")
+
+
+@pytest.fixture(scope="session")
+def guest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _needs_libvirt()
+    out = tmp_path_factory.mktemp("guest")
+    guest_builder().build_guest(out)
+    return out
+
+
+@pytest.fixture
+def sandboxes():
+    made: list[tuple] = []
+    yield made
+    for runner, sandbox in made:
+        stop_and_clean(runner, sandbox)
+
+
+def run_guest(guest_dir: Path, sandboxes: list, script: str, job_id: str, *args: str, **kwargs):
+    sandbox = make_sandbox(guest_dir, script, job_id=job_id, **kwargs)
+    runner = start_runner(sandbox, *args)
+    sandboxes.append((runner, sandbox))
+    return runner, sandbox
+
+
+def assert_nothing_left(job_id: str, sandbox: Path) -> None:
+    name = domain_name(f"test#{job_id}#1")
+    wait_for(lambda: not processes_mentioning(name) and not processes_mentioning(str(sandbox / ".vm")),
+             30, "the job's QEMU and libvirtd to go away")
+    wait_for(lambda: not (sandbox / ".vm").exists(), 30, "the runner's state folder to be removed")
+
+
+def test_guest_exit_status_becomes_the_exit_code(guest_dir, sandboxes):
+    runner, sandbox = run_guest(guest_dir, sandboxes, "echo hello from the job; exit 7", "1.0",
+                                "--usage-interval", "1")
+    _, stderr = runner.communicate(timeout=BOOT)
+    assert runner.returncode == 7, stderr
+    assert "hello from the job" in console(sandbox)
+    assert "condor-vm-exit-status=7" in console(sandbox)
+    assert "usage: VMCpuSeconds=" in stderr
+    assert_nothing_left("1.0", sandbox)
+
+
+def test_sigterm_checkpoints_and_the_next_start_continues_the_count(guest_dir, sandboxes):
+    runner, sandbox = run_guest(guest_dir, sandboxes, COUNTER, "2.0")
+    wait_for(lambda: len(counts(sandbox)) >= 5, BOOT, "the guest to count", runner)
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=BOOT)
+    assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, stderr
+    assert (sandbox / jobcontract.CHECKPOINT_DIR / "guest.save").stat().st_size > 0
+    before = counts(sandbox)
+    assert_nothing_left("2.0", sandbox)
+
+    again = start_runner(sandbox)
+    sandboxes.append((again, sandbox))
+    wait_for(lambda: len(counts(sandbox)) >= len(before) + 5, BOOT, "the restored guest to count on", again)
+    after = counts(sandbox)[len(before):]
+    assert after[0] == before[-1] + 1 or after[0] > before[-1], (before[-3:], after[:3])
+    assert 1 not in after
+    assert not (sandbox / jobcontract.CHECKPOINT_DIR / "guest.save").exists()
+    again.send_signal(signal.SIGINT)
+    again.communicate(timeout=BOOT)
+
+
+def test_stopping_the_runner_pauses_the_guest_and_sigkill_leaves_nothing(guest_dir, sandboxes):
+    runner, sandbox = run_guest(guest_dir, sandboxes, COUNTER, "3.0")
+    wait_for(lambda: len(counts(sandbox)) >= 3, BOOT, "the guest to count", runner)
+    qemu = qemu_of("3.0")
+    assert len(qemu) == 1 and qemu[0] in descendants(runner.pid), "QEMU must stay in the job's process tree"
+
+    os.killpg(runner.pid, signal.SIGSTOP)  # what a suspend does to the job
+    time.sleep(1.5)  # the guest notices within a poll
+    frozen = len(counts(sandbox))
+    time.sleep(2)
+    assert len(counts(sandbox)) == frozen, "the guest kept counting while the job was suspended"
+    os.killpg(runner.pid, signal.SIGCONT)
+    wait_for(lambda: len(counts(sandbox)) > frozen + 2, 30, "the guest to count again after the resume", runner)
+
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    assert_nothing_left("3.0", sandbox)
+    assert not qemu_of("3.0")
+
+
+def test_a_crash_of_the_emulator_is_reported(guest_dir, sandboxes):
+    runner, sandbox = run_guest(guest_dir, sandboxes, COUNTER, "4.0")
+    wait_for(lambda: len(counts(sandbox)) >= 1, BOOT, "the guest to count", runner)
+    for pid in qemu_of("4.0"):
+        os.kill(pid, signal.SIGKILL)
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == jobcontract.EXIT_GUEST_CRASHED
+    assert "emulator failed" in stderr
+    assert_nothing_left("4.0", sandbox)
+
+
+def test_three_guests_at_once_keep_to_themselves(guest_dir, sandboxes):
+    replayed = guest_builder().domain_xml("same-name-for-all", job_disk="/elsewhere/job.img",
+                                          kernel="/boot/vmlinuz", initrd="/boot/initrd.img")
+    runs = [run_guest(guest_dir, sandboxes, f"echo I am job {n}; exit {n}", f"5.{n}", domain_xml=replayed)
+            for n in (3, 4, 5)]
+    for n, (runner, sandbox) in zip((3, 4, 5), runs):
+        _, stderr = runner.communicate(timeout=BOOT * 2)
+        assert runner.returncode == n, stderr
+        text = console(sandbox)
+        assert f"I am job {n}" in text and all(f"I am job {m}" not in text for m in (3, 4, 5) if m != n)
+        assert "replayed as user-mode networking" not in stderr
+    for n, (_, sandbox) in zip((3, 4, 5), runs):
+        assert_nothing_left(f"5.{n}", sandbox)
+
+
+HOSTILE = {
+    "qemu:commandline": ("<qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+                         "<qemu:arg value='-monitor'/></qemu:commandline>", ""),
+    "custom emulator": ("", "<emulator>/tmp/evil-qemu</emulator>"),
+    "disk outside the sandbox": ("", "<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+                                     "<source dev='/dev/sda'/><target dev='vdb' bus='virtio'/></disk>"),
+    "hostdev": ("", "<hostdev mode='subsystem' type='pci'><source><address domain='0' bus='0' slot='1' "
+                    "function='0'/></source></hostdev>"),
+    "direct interface": ("", "<interface type='direct'><source dev='eth0' mode='bridge'/></interface>"),
+    "vnc on all addresses": ("", "<graphics type='vnc' listen='0.0.0.0'/>"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_xml_is_refused_before_anything_starts(guest_dir, sandboxes, case):
+    top, device = HOSTILE[case]
+    xml = guest_builder().domain_xml("hostile").replace("<devices>", f"<devices>{device}")
+    xml = xml.replace("</domain>", f"{top}</domain>")
+    runner, sandbox = run_guest(guest_dir, sandboxes, "exit 0", "6.0", domain_xml=xml)
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == jobcontract.EXIT_REFUSED, stderr
+    assert "refused" in stderr
+    assert not (sandbox / jobcontract.CONSOLE_LOG_FILE).exists()
+
+
+def test_a_start_failure_holds_the_job(guest_dir, sandboxes):
+    xml = guest_builder().domain_xml("bad-machine").replace("<type arch='x86_64'>",
+                                                            "<type arch='x86_64' machine='pc-no-such-9.9'>")
+    runner, _ = run_guest(guest_dir, sandboxes, "exit 0", "7.0", domain_xml=xml)
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == jobcontract.EXIT_START_FAILED, stderr
+    assert "did not start" in stderr
