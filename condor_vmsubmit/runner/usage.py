@@ -73,7 +73,7 @@ class UsageReporter:
     def __init__(self, reporter: Reporter, interval: float = DEFAULT_INTERVAL):
         self.reporter = reporter
         self.interval = interval
-        self.last_time = float("-inf")
+        self.last_time = time.monotonic()  # the first report after one interval
         self.last: Usage | None = None
 
     def due(self, now: float | None = None) -> bool:

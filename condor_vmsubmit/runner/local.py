@@ -1,0 +1,129 @@
+"""``--local``: run a VM on this machine through the same runner an execute node uses.
+
+The job's input files are copied into a temporary sandbox next to a job ad and a
+machine ad describing this machine; the runner runs in this process, the guest's
+console streams to the terminal under a status line, and the sandbox is removed at
+the end.  Ctrl-C destroys the guest and cleans up.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path, PurePosixPath
+
+from rich.console import Console
+
+from .. import jobcontract
+from ..errors import InputError
+from ..spec import VMSpec
+from .chirp import Reporter
+from .lifecycle import Options, run
+from .sandbox import Sandbox, load_job
+
+STREAM_POLL_SECONDS = 0.1
+
+
+def machine_ad_text() -> str:
+    """A machine ad for this machine: all its memory and cpus make one slot."""
+    memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return f"Memory = {memory_mib}\nCpus = {os.cpu_count() or 1}\nMachine = \"{os.uname().nodename}\"\n"
+
+
+def job_ad_text(job_id: str) -> str:
+    return f'ClusterId = 0\nProcId = 0\nGlobalJobId = "{job_id}"\nJobUniverse = 5\n'
+
+
+def stage(input_files: list[str], folder: Path) -> None:
+    """Copy the job's input files into the sandbox (copies: the guest may write its disks)."""
+    for path in input_files:
+        target = folder / PurePosixPath(path).name
+        try:
+            subprocess.run(["cp", "--reflink=auto", "--sparse=always", path, str(target)],
+                           check=True, capture_output=True)
+        except subprocess.CalledProcessError as exc:
+            raise InputError(f"cannot copy into the local sandbox: {exc.stderr.decode().strip()}",
+                             path=path) from None
+
+
+class ConsoleStream:
+    """Follows the guest's console file and prints its lines above a status line."""
+
+    def __init__(self, path: Path, terminal: Console, name: str):
+        self.path = path
+        self.terminal = terminal
+        self.name = name
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._follow, name="console", daemon=True)
+        self.started = time.monotonic()
+
+    def __enter__(self) -> ConsoleStream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _follow(self) -> None:
+        offset, partial = 0, ""
+        with self.terminal.status(f"[bold]{self.name}[/]: starting") as status:
+            while True:
+                finished = self.done.is_set()
+                if self.path.exists():
+                    with self.path.open("rb") as handle:
+                        handle.seek(offset)
+                        data = handle.read()
+                    offset += len(data)
+                    lines = (partial + data.decode(errors="replace")).split("\n")
+                    partial = lines.pop()
+                    for line in lines:
+                        self.terminal.print(line.rstrip("\r"), markup=False, highlight=False)
+                elapsed = time.monotonic() - self.started
+                status.update(f"[bold]{self.name}[/]: running {elapsed:.0f} s (Ctrl-C stops the guest)")
+                if finished:
+                    if partial:
+                        self.terminal.print(partial, markup=False, highlight=False)
+                    return
+                self.done.wait(STREAM_POLL_SECONDS)
+
+
+def run_local(spec: VMSpec, input_files: list[str], *, options: Options = Options(usage_interval=3600.0)) -> int:
+    """Run ``spec`` here with ``input_files`` (the files the job would transfer); the exit code."""
+    terminal = Console(stderr=True)
+    folder = Path(tempfile.mkdtemp(prefix="cvm-local-"))
+    try:
+        stage(input_files, folder)
+        (folder / "job.ad").write_text(job_ad_text(f"local#{secrets.token_hex(4)}"))
+        (folder / "machine.ad").write_text(machine_ad_text())
+        if not (folder / jobcontract.SPEC_FILE).exists():
+            (folder / jobcontract.SPEC_FILE).write_text(spec.to_json())
+        environ = {"_CONDOR_JOB_AD": str(folder / "job.ad"), "_CONDOR_MACHINE_AD": str(folder / "machine.ad"),
+                   "_CONDOR_SCRATCH_DIR": str(folder)}
+        job = load_job(environ, folder)
+        with ConsoleStream(Sandbox(folder).console_log, terminal, spec.name):
+            code = run(job, options, Reporter(environ={}, stream=terminal.file))
+        terminal.print(_verdict(code), highlight=False)
+        return code
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _verdict(code: int) -> str:
+    """The last line a --local run prints.
+
+    >>> _verdict(0)
+    'guest exited with status 0'
+    >>> _verdict(85)
+    'guest saved (checkpoint exit code 85)'
+    """
+    if code <= jobcontract.GUEST_STATUS_MAX:
+        return f"guest exited with status {code}"
+    if code == jobcontract.EXIT_CHECKPOINTED:
+        return f"guest saved (checkpoint exit code {code})"
+    return f"condor_vm_runner exit code {code}"

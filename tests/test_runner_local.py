@@ -1,0 +1,61 @@
+"""``--local``: the same runner on this machine, console on the terminal, Ctrl-C cleans up."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from guest import guest_builder, processes_mentioning, wait_for
+
+pytestmark = pytest.mark.guest
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path("/usr/sbin/libvirtd").exists():
+        pytest.skip("libvirtd is not installed")
+    folder = tmp_path_factory.mktemp("example")
+    builder = guest_builder()
+    builder.build_guest(folder)
+    (folder / "domain.xml").write_text(builder.domain_xml("local-example"))
+    return folder
+
+
+def frontend(example: Path, script: str) -> subprocess.Popen:
+    guest_builder().write_job_disk(example / "job.img", script)
+    return subprocess.Popen([sys.executable, "-c", "from condor_vmsubmit.cli.libvirt_submit import main; main()",
+                             str(example / "domain.xml"), "--local"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def local_sandboxes() -> set[str]:
+    return {p.name for p in Path("/tmp").glob("cvm-local-*")}
+
+
+def test_local_run_streams_the_console_and_passes_the_exit_status(example):
+    before = local_sandboxes()
+    process = frontend(example, "echo streamed to the terminal; exit 6")
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == 6, output
+    assert "streamed to the terminal" in output
+    assert "guest exited with status 6" in output
+    assert local_sandboxes() == before
+
+
+def test_ctrl_c_destroys_the_guest_and_removes_the_sandbox(example):
+    before = local_sandboxes()
+    process = frontend(example, "while true; do echo tick; sleep 0.2; done")
+    lines: list[str] = []
+    wait_for(lambda: lines.append(process.stdout.readline()) or "tick" in lines[-1], 180, "the guest's console")
+    new = local_sandboxes() - before
+    assert len(new) == 1
+    sandbox = f"/tmp/{new.pop()}"
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert local_sandboxes() == before
+    wait_for(lambda: not processes_mentioning(sandbox), 30, "the guest's processes to end")
