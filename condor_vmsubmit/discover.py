@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -103,6 +104,14 @@ KNOB_MAX_VCPUS = "VMSUBMIT_MAX_VCPUS"
 # The QEMU-based domain types: each must boot the probe firmware under its accelerator.
 PROBED_ACCELERATORS = {"qemu": "tcg", "kvm": "kvm"}
 PROBE_ARCHES = ("x86_64", "i686")
+# libvirt gives root only the system daemon, whatever the URI says; as root, discovery runs a
+# session libvirtd of its own in a user namespace that maps root to this uid (as the runner does).
+LIBVIRTD = "/usr/sbin/libvirtd"
+NAMESPACE_UID = 1000
+PRIVATE_DAEMON_IDLE = 600    # seconds that daemon waits for the next run before it exits
+# libvirt probes QEMU through STATE/config/libvirt/qemu/lib/qmp-XXXXXX/qmp.monitor (47 characters
+# after STATE), and a UNIX socket path holds at most 107.
+MAX_STATE_DIR_CHARS = 60
 VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
 _SCRIPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -283,6 +292,8 @@ def usable_hypervisors(observations: Observations) -> tuple[dict[str, GuestType]
     arch = host_arch(answer.capabilities)
     usable: dict[str, GuestType] = {}
     notes: list[str] = []
+    if not any(guest.arch == arch for guest in guest_types(answer.capabilities)):
+        notes.append(f"libvirt lists no hypervisor for {arch} guests (is qemu-system installed?)")
     for guest in guest_types(answer.capabilities):
         kind = guest.domain_type
         if guest.arch != arch or kind in usable:
@@ -425,6 +436,9 @@ def default_state_dir() -> Path:
 
 def prepare_state_dir(path: Path) -> Path:
     """Create ``path`` (mode 0700) or check that an existing one is ours and private."""
+    if len(str(path)) > MAX_STATE_DIR_CHARS:
+        raise InputError(f"the state directory path is longer than {MAX_STATE_DIR_CHARS} characters: "
+                         "libvirt's sockets in it would not fit a UNIX socket path", path=path)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = path.lstat()
@@ -443,6 +457,35 @@ def session_environment(state_dir: Path) -> dict[str, str]:
     """XDG folders that give ``qemu:///session`` a private daemon and caches under ``state_dir``."""
     return {"XDG_RUNTIME_DIR": str(state_dir / "runtime"), "XDG_CONFIG_HOME": str(state_dir / "config"),
             "XDG_CACHE_HOME": str(state_dir / "cache")}
+
+
+def libvirt_uri(uri: str, state_dir: Path, deadline: Deadline) -> str:
+    """The URI to ask.  For ``qemu:///session`` libvirt starts the user's daemon by itself, but
+    not for root: there, start (or reuse) a session libvirtd of our own and name its socket."""
+    if uri != DEFAULT_URI or os.geteuid() != 0:
+        return uri
+    socket_file = state_dir / "runtime" / "libvirt" / "libvirt-sock"
+    if not listening(socket_file):
+        with (state_dir / "libvirtd.log").open("ab") as log:
+            subprocess.Popen(
+                ["unshare", "--user", f"--map-user={NAMESPACE_UID}", f"--map-group={NAMESPACE_UID}",
+                 LIBVIRTD, "--timeout", str(PRIVATE_DAEMON_IDLE)],
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(state_dir), "LANG": "C",
+                     **session_environment(state_dir)},
+                cwd=state_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        while not listening(socket_file) and deadline.left() > 0:
+            time.sleep(0.02)
+    return f"qemu+unix:///session?socket={socket_file}"
+
+
+def listening(socket_file: Path) -> bool:
+    """Whether a server accepts connections on the UNIX socket ``socket_file``."""
+    with socket.socket(socket.AF_UNIX) as client:
+        try:
+            client.connect(str(socket_file))
+        except OSError:
+            return False
+    return True
 
 
 class Deadline:
@@ -677,7 +720,7 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
     state_dir = prepare_state_dir(settings.state_dir)
     running, refused = start_scripts(settings.script_dir, state_dir)
     os.environ.update(session_environment(state_dir))
-    wait_libvirt = in_thread(lambda: probe_libvirt(settings.uri))
+    wait_libvirt = in_thread(lambda: probe_libvirt(libvirt_uri(settings.uri, state_dir, deadline)))
     finished, value = wait_libvirt(deadline.left())
     answer: LibvirtAnswer | None = None
     error: str | None = None

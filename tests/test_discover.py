@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,10 +39,16 @@ def uri() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def state_dir() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="vmdisc-state-"))
+    folder = Path(tempfile.mkdtemp(prefix="vmdisc-state-", dir="/tmp"))  # short: libvirt's sockets go in it
     yield folder
-    import shutil
+    shutil.rmtree(folder, ignore_errors=True)
 
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp folder with a short path: libvirt's sockets must fit in a state dir inside it."""
+    folder = Path(tempfile.mkdtemp(prefix="vmd-", dir="/tmp"))
+    yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -207,8 +215,15 @@ def running(pid: int) -> bool:
     return stat_line.rpartition(")")[2].split()[0] != "Z"
 
 
-def test_a_state_dir_open_to_others_is_refused(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
+def test_a_state_dir_too_long_for_libvirt_sockets_is_refused(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 60)
+    done = run_discover("--state-dir", str(deep), "--uri", "test:///default")
+    assert done.returncode == 3
+    assert "longer than 60 characters" in done.stderr and not deep.exists()
+
+
+def test_a_state_dir_open_to_others_is_refused(short_tmp: Path) -> None:
+    shared = short_tmp / "shared"
     shared.mkdir()
     shared.chmod(0o777)
     done = run_discover("--state-dir", str(shared), "--uri", "test:///default")
@@ -269,11 +284,11 @@ REPO = Path(__file__).resolve().parents[1]
 EXECUTE_CONFIG = REPO / "examples" / "condor_config.d" / "50-vmsubmit-execute.conf"
 
 
-def test_the_example_execute_config_drives_discovery(uri: str, warm: dict[str, str], tmp_path: Path) -> None:
+def test_the_example_execute_config_drives_discovery(uri: str, warm: dict[str, str], short_tmp: Path) -> None:
     """HTCondor's own config reader (htcondor2) reads the shipped file, and discovery follows it."""
-    spool = tmp_path / "spool"
+    spool = short_tmp / "spool"
     spool.mkdir()
-    config = tmp_path / "condor_config"
+    config = short_tmp / "condor_config"
     config.write_text(f"SPOOL = {spool}\ninclude : {EXECUTE_CONFIG}\nVMSUBMIT_LIBVIRT_URI = {uri}\n")
     done = run_discover("--timeout", "30", env={"CONDOR_CONFIG": str(config)})
     ad = parse_cron(done.stdout)
@@ -297,3 +312,19 @@ def test_the_admin_guide_lists_every_attribute_and_knob() -> None:
 
     for knob in (value for name, value in vars(discover).items() if name.startswith("KNOB_")):
         assert f"`{knob}`" in guide, knob
+
+
+def test_the_default_uri_works_for_whoever_runs_it(state_dir: Path) -> None:
+    """``qemu:///session`` as the startd's cron job uses it: libvirt starts the user's daemon;
+    as root, discovery starts its own in a user namespace.  Either way, in the state dir."""
+    state = state_dir / "default"
+    try:
+        first = parse_cron(run_discover("--state-dir", str(state), "--timeout", "90").stdout)
+        ad = parse_cron(run_discover("--state-dir", str(state)).stdout)
+    finally:
+        pidfile = state / "runtime" / "libvirt" / "libvirtd.pid"
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+    assert first == ad
+    assert ad["VM_DISCOVERY_ERROR"] == "undefined"
+    assert "qemu" in string_list(ad["VM_HYPERVISORS"])
