@@ -36,7 +36,7 @@ _JOB_ATTRS = {"request_cpus": "RequestCpus", "request_memory": "RequestMemory",
 
 def discovered(*, mask_firmware: bool = False, script_dir: Path | None = None) -> dict[str, str]:
     """Run discovery against a fresh session libvirtd (long timeout: it is that daemon's first run)."""
-    state = Path(tempfile.mkdtemp(prefix="vmdisc-state-"))
+    state = Path(tempfile.mkdtemp(prefix="vmdisc-state-", dir="/tmp"))  # short: libvirt sockets go in it
     try:
         with session_libvirtd(mask_firmware=mask_firmware) as uri:
             scripts = ("--script-dir", str(script_dir)) if script_dir else ()
