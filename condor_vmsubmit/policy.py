@@ -58,10 +58,9 @@ class Policy:
     def from_config(cls, params: Mapping[str, str] | None = None) -> Policy:
         """The policy the HTCondor configuration knobs describe (``htcondor2.param`` by default).
 
-        >>> Policy.from_config({"VMSUBMIT_MAX_MEMORY_MB": "4096", "VMSUBMIT_ALLOWED_BUSES": "virtio, sata"})
-        ... # doctest: +NORMALIZE_WHITESPACE
-        Policy(stylesheets=(), max_memory_bytes=4294967296, max_vcpus=None,
-               allowed_networks=frozenset(), allowed_buses=frozenset({'sata', 'virtio'}))
+        >>> policy = Policy.from_config({"VMSUBMIT_MAX_MEMORY_MB": "4096", "VMSUBMIT_ALLOWED_BUSES": "virtio, sata"})
+        >>> policy.max_memory_bytes, sorted(policy.allowed_buses), policy.allowed_networks
+        (4294967296, ['sata', 'virtio'], frozenset())
         """
         if params is None:
             params = _htcondor_params()
@@ -89,11 +88,14 @@ class PolicyResult:
     reason: str | None = None
     notes: tuple[str, ...] = field(default=())  # non-terminating <xsl:message> texts
 
-    def summary(self) -> str:
-        """One line for the job ad (VMPolicyChanges) and the job's log."""
+    def summary(self, limit: int = 20) -> str:
+        """One line for the job ad (VMPolicyChanges) and the job's log, at most ``limit`` changes."""
         if self.verdict == "rejected":
             return f"rejected: {self.reason}"
-        return "; ".join(self.changes) if self.changes else "accepted unchanged"
+        if not self.changes:
+            return "accepted unchanged"
+        more = len(self.changes) - limit
+        return "; ".join(self.changes[:limit]) + (f"; and {more} more" if more > 0 else "")
 
 
 def _htcondor_params() -> Mapping[str, str]:
@@ -219,21 +221,30 @@ def _diff(old: etree._Element, new: etree._Element, label: str, out: list[str]) 
 
 def _diff_children(old: etree._Element, new: etree._Element, label: str, out: list[str]) -> None:
     """Align the children tag by tag (libvirt rarely cares how different tags interleave)."""
-    old_children = [c for c in old if isinstance(c.tag, str)]
-    new_children = [c for c in new if isinstance(c.tag, str)]
-    tags = list(dict.fromkeys(c.tag for c in old_children + new_children))
-    for tag in tags:
-        olds = [c for c in old_children if c.tag == tag]
-        news = [c for c in new_children if c.tag == tag]
-        matcher = difflib.SequenceMatcher(a=[_key(c) for c in olds], b=[_key(c) for c in news], autojunk=False)
-        for op, i1, i2, j1, j2 in matcher.get_opcodes():
+    olds_by_tag: dict[str, list[etree._Element]] = {}
+    news_by_tag: dict[str, list[etree._Element]] = {}
+    for children, by_tag in ((old, olds_by_tag), (new, news_by_tag)):
+        for child in children:
+            if isinstance(child.tag, str):
+                by_tag.setdefault(child.tag, []).append(child)
+    for tag in dict.fromkeys([*olds_by_tag, *news_by_tag]):
+        olds, news = olds_by_tag.get(tag, []), news_by_tag.get(tag, [])
+        old_keys, new_keys = [_key(c) for c in olds], [_key(c) for c in news]
+        if old_keys == new_keys:
+            continue
+
+        def name(element: etree._Element, index: int, siblings: list[etree._Element]) -> str:
+            return _label(element, label, index + 1, len(siblings))
+
+        # autojunk keeps the alignment near-linear when thousands of siblings look alike.
+        for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old_keys, b=new_keys).get_opcodes():
             if op == "equal":
                 continue
             pairs = min(i2 - i1, j2 - j1)
-            for removed, added in zip(olds[i1:i1 + pairs], news[j1:j1 + pairs]):
-                _diff(removed, added, _label(removed, label), out)
-            out.extend(_gone(removed, _label(removed, label)) for removed in olds[i1 + pairs:i2])
-            out.extend(_came(added, _label(added, label)) for added in news[j1 + pairs:j2])
+            for offset in range(pairs):
+                _diff(olds[i1 + offset], news[j1 + offset], name(olds[i1 + offset], i1 + offset, olds), out)
+            out.extend(_gone(olds[i], name(olds[i], i, olds)) for i in range(i1 + pairs, i2))
+            out.extend(_came(news[j], name(news[j], j, news)) for j in range(j1 + pairs, j2))
 
 
 def _gone(element: etree._Element, label: str) -> str:
@@ -250,22 +261,24 @@ def _came(element: etree._Element, label: str) -> str:
     return f"{label} added" + (f" ({' '.join(filter(None, (details, text)))})" if details or text else "")
 
 
-def _label(element: etree._Element, parent_label: str) -> str:
-    """``interface 2``, ``disk 1 (cdrom hdc)``, ``interface 2 MAC``, ``memory`` ..."""
+def _label(element: etree._Element, parent_label: str, number: int, count: int) -> str:
+    """``interface 2``, ``disk 1 (cdrom hdc)``, ``interface 2 MAC``, ``memory`` ...
+
+    ``number`` is the element's place among the ``count`` siblings with its tag.
+    """
     parent = element.getparent()
     if parent is None or parent.getparent() is None:
         parent_label = ""  # children of <domain> are named on their own: "memory", "vcpu"
-    siblings = [s for s in parent if s.tag == element.tag] if parent is not None else [element]
+    if element.tag == "devices":
+        return parent_label
     name = {"mac": "MAC"}.get(element.tag, element.tag)
     if parent is not None and parent.tag == "devices":
-        name = f"{name} {siblings.index(element) + 1}"
+        name = f"{name} {number}"
         if element.tag == "disk":
             target = element.find("target")
             name += f" ({element.get('device', 'disk')} {target.get('dev') if target is not None else '?'})"
-    elif len(siblings) > 1:
-        name = f"{name} {siblings.index(element) + 1}"
-    if element.tag == "devices":
-        return parent_label
+    elif count > 1:
+        name = f"{name} {number}"
     return f"{parent_label} {name}".strip()
 
 

@@ -41,7 +41,8 @@ import copy
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -90,6 +91,7 @@ class Refusal:
 class _Context:
     sandbox: Path
     allowed_networks: frozenset[str]
+    images: dict[tuple[Path, str], tuple[str, ...]] = field(default_factory=dict)  # reasons per image read
 
 
 def check_domain(root: etree._Element, sandbox: Path, *,
@@ -98,12 +100,13 @@ def check_domain(root: etree._Element, sandbox: Path, *,
 
     ``allowed_networks`` names the libvirt networks and host bridges the admin lets
     jobs join (VMSUBMIT_ALLOWED_NETWORKS); without it only user-mode networking passes.
+    Linear in the size of the XML; each image's headers are read once.
     """
     context = _Context(Path(os.path.realpath(sandbox)), frozenset(allowed_networks))
     refusals: list[Refusal] = []
-    for element in _elements(root):
+    for element, name in _elements(root):
         for reason in _reasons(element, context):
-            refusals.append(Refusal(_name(element), element.sourceline, reason))
+            refusals.append(Refusal(name, element.sourceline, reason))
     return refusals
 
 
@@ -123,33 +126,29 @@ def pin_graphics_to_loopback(root: etree._Element) -> etree._Element:
     return pinned
 
 
-def _elements(root: etree._Element) -> Iterator[etree._Element]:
-    """Every element of the tree except comments, PIs and the contents of ``<metadata>``."""
-    stack = [root]
+def _elements(root: etree._Element) -> Iterator[tuple[etree._Element, str]]:
+    """Every element with its XPath-like name (``/domain/devices/disk[2]/source``), in document
+    order, skipping comments, PIs and the contents of ``<metadata>``."""
+    stack = [(root, "/" + _tag(root))]
     while stack:
-        element = stack.pop()
-        if not isinstance(element.tag, str):
+        element, name = stack.pop()
+        yield element, name
+        if element.tag == "metadata":
             continue
-        yield element
-        if element.tag != "metadata":
-            stack.extend(reversed(element))
+        children = [child for child in element if isinstance(child.tag, str)]
+        counts = Counter(child.tag for child in children)
+        seen: Counter[str] = Counter()
+        named = []
+        for child in children:
+            seen[child.tag] += 1
+            index = f"[{seen[child.tag]}]" if counts[child.tag] > 1 else ""
+            named.append((child, f"{name}/{_tag(child)}{index}"))
+        stack.extend(reversed(named))
 
 
-def _name(element: etree._Element) -> str:
-    """An XPath-like name: ``/domain/devices/disk[2]/source``."""
-    parts = []
-    node: etree._Element | None = element
-    while node is not None:
-        qname = etree.QName(node)
-        label = f"{node.prefix}:{qname.localname}" if node.prefix else qname.localname
-        parent = node.getparent()
-        if parent is not None:
-            same = [s for s in parent if s.tag == node.tag]
-            if len(same) > 1:
-                label += f"[{same.index(node) + 1}]"
-        parts.append(label)
-        node = parent
-    return "/" + "/".join(reversed(parts))
+def _tag(element: etree._Element) -> str:
+    localname = etree.QName(element).localname
+    return f"{element.prefix}:{localname}" if element.prefix else localname
 
 
 def _reasons(element: etree._Element, context: _Context) -> Iterator[str]:
@@ -245,6 +244,12 @@ def _disk(element: etree._Element, context: _Context) -> Iterator[str]:
     image = _inside(path, context)
     if image is None or fmt in ("raw", "iso"):
         return  # outside: the path rule on <source> refused it; raw: QEMU interprets nothing inside
+    if (image, fmt) not in context.images:
+        context.images[image, fmt] = tuple(_image_reasons(image, fmt))
+    yield from context.images[image, fmt]
+
+
+def _image_reasons(image: Path, fmt: str) -> Iterator[str]:
     try:
         info = read_image(image, allow_backing=True)  # a parent is read only if it sits next to the image
     except VMSubmitError as error:
