@@ -111,7 +111,7 @@ def test_extra_disks_cdroms_and_no_network(images: Path) -> None:
     spec = load(images / "data.img", extra_disks=[images / "split.vmdk"], cdroms=[images / "tools.iso"],
                 nics=["none"])
     assert [(d.device, d.bus, d.format, d.readonly) for d in spec.disks] == [
-        ("disk", "virtio", "raw", False), ("disk", "scsi", "vmdk", False), ("cdrom", "sata", "raw", True)]
+        ("disk", "virtio", "raw", False), ("disk", "scsi", "vmdk", False), ("cdrom", "scsi", "raw", True)]
     assert spec.nics == ()
     with pytest.raises(InputError, match="cdrom must be an ISO image, this is a qcow2"):
         load(images / "data.img", cdroms=[images / "base.qcow2"])

@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterable, TypeVar
 import click
 
 from ..errors import InputError, VMSubmitError
+from ..isobuild import build_iso
+from ..media import with_media
 from ..spec import VMSpec
 from ..translate import (TARGETS, SubmitDescription, Target, TranslateOptions, parse_append,
                          safe_file_stem, translate)
@@ -51,6 +53,9 @@ class SubmitOptions:
     strict: bool = False
     no_transfer_disks: bool = False
     local: bool = False
+    cdroms: tuple[Path, ...] = ()
+    floppies: tuple[Path, ...] = ()
+    cdrom_from: tuple[Path, ...] = ()
 
 
 def _append_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple:
@@ -94,6 +99,14 @@ _OPTIONS = (
                  help="Leave disks in place: they are pre-staged on execute nodes."),
     click.option("--local", "-local", is_flag=True,
                  help="Run the VM on this machine through the runner, without a pool."),
+    click.option("--cdrom", "-cdrom", "cdroms", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+                 metavar="ISO", help="An ISO image in a cdrom drive of its own (repeatable)."),
+    click.option("--floppy", "-floppy", "floppies", multiple=True,
+                 type=click.Path(path_type=Path, dir_okay=False), metavar="IMG",
+                 help="A raw floppy image in a floppy drive (repeatable, at most 2)."),
+    click.option("--cdrom-from", "-cdrom-from", "cdrom_from", multiple=True,
+                 type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+                 help="Build an ISO of DIR into the output folder and put it in a cdrom drive (repeatable)."),
 )
 _FIELDS = tuple(f.name for f in fields(SubmitOptions))
 
@@ -117,6 +130,7 @@ def submit_spec(spec: VMSpec, options: SubmitOptions, extra_input_files: Iterabl
     if options.local and not options.dry_run:
         sys.exit(_run_local(spec, options, extra))
     output_dir = (options.output_dir or Path.cwd() / f"{safe_file_stem(spec.name)}.vmjob").absolute()
+    spec, isos = _with_media(spec, options, output_dir)
     runner = None
     if not options.dry_run and options.target == "runner":
         from ..submit import configured_runner
@@ -125,6 +139,7 @@ def submit_spec(spec: VMSpec, options: SubmitOptions, extra_input_files: Iterabl
     description = translate(spec, _translate_options(options, output_dir, extra, runner))
     if not options.as_json:
         _print_notes(description)
+    _build_isos(isos, options, output_dir)
     if options.dry_run:
         _dry_run(description, options, output_dir)
         return
@@ -156,6 +171,25 @@ def _translate_options(options: SubmitOptions, output_dir: Path, extra: tuple[st
         queue=options.queue,
     )
     return replace(base, runner=runner) if runner else base
+
+
+def _with_media(spec: VMSpec, options: SubmitOptions, output_dir: Path) -> tuple[VMSpec, dict[Path, Path]]:
+    return with_media(spec, cdroms=options.cdroms, floppies=options.floppies, cdrom_from=options.cdrom_from,
+                      output_dir=output_dir, transfer_disks=not options.no_transfer_disks)
+
+
+def _build_isos(isos: dict[Path, Path], options: SubmitOptions, output_dir: Path) -> None:
+    """Build the --cdrom-from ISOs; a dry run builds them only when --output-dir says where."""
+    if isos and options.dry_run and options.output_dir is None:
+        names = ", ".join(iso.name for iso in isos.values())
+        click.echo(f"{_prog()}: note: {names} would be built in {output_dir} (dry run: nothing written)", err=True)
+        return
+    for folder, iso in isos.items():
+        _make_dir(output_dir)
+        built = build_iso(folder, iso)
+        if not options.as_json:
+            click.echo(f"{_prog()}: note: --cdrom-from {folder}: built {iso} ({built.files} files, "
+                       f"label '{built.label}')", err=True)
 
 
 def _dry_run(description: SubmitDescription, options: SubmitOptions, output_dir: Path) -> None:
@@ -207,6 +241,8 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
     """Stage the job's files in a temporary folder and run the runner here."""
     with tempfile.TemporaryDirectory(prefix="vmsubmit-local-") as folder:
         output_dir = options.output_dir.absolute() if options.output_dir else Path(folder)
+        spec, isos = _with_media(spec, options, output_dir)
+        _build_isos(isos, options, output_dir)
         description = translate(spec, _translate_options(replace(options, target="runner"), output_dir,
                                                           extra, None))
         _print_notes(description, only_warnings=True)  # request_* notes mean nothing here

@@ -27,8 +27,6 @@ PROG = "condor_vmdk_submit"
 @click.option("--firmware", "-firmware", type=click.Choice(["bios", "efi"]), help="Boot firmware [default: bios].")
 @click.option("--disk", "-disk", "extra_disks", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               metavar="IMAGE", help="Another disk image (VMDK, qcow2 or raw), repeatable.")
-@click.option("--cdrom", "-cdrom", "cdroms", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
-              metavar="ISO", help="An ISO image in a cdrom drive, repeatable.")
 @click.option("--nic", "-nic", "nics", multiple=True, metavar="KIND[:NAME][,model=M][,mac=MAC][,link=down]",
               help="A NIC: user, network:NAME or bridge:NAME, repeatable; 'none' for no network "
                    "[default: one user-mode NIC].")
@@ -37,10 +35,10 @@ PROG = "condor_vmdk_submit"
 @submit_options
 @reports_errors
 def main(disk: Path, cpus: int | None, memory: str | None, firmware: str | None, extra_disks: tuple[Path, ...],
-         cdroms: tuple[Path, ...], nics: tuple[str, ...], allow_backing: bool, options: SubmitOptions) -> None:
+         nics: tuple[str, ...], allow_backing: bool, options: SubmitOptions) -> None:
     """Submit the disk image DISK (VMDK of any subformat, qcow2 or raw) as an HTCondor VM job.
 
     The defaults used (1 vCPU, 1 GiB, BIOS, one user-mode NIC) are printed as notes."""
     spec, files = build(disk, cpus=cpus, memory=memory, firmware=firmware, hypervisor=options.hypervisor,
-                        extra_disks=extra_disks, cdroms=cdroms, nics=nics, allow_backing=allow_backing)
+                        extra_disks=extra_disks, nics=nics, allow_backing=allow_backing)
     submit_spec(spec, options, () if options.no_transfer_disks else files)

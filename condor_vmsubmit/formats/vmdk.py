@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import InputError
+from ..media import add_removable, check_image
 from ..spec import Disk, Nic, VMSpec
 from ..units import UnitError, human_bytes, parse_size
 from .diskimage import read_image
@@ -72,7 +73,6 @@ def build(
     warnings: list[str] = []
     images = [read_image(p, allow_backing=allow_backing) for p in (path, *extra_disks)]
     disks = [_disk(info, warnings) for info in images]
-    disks += [_cdrom(iso) for iso in cdroms]
     main = images[0]
     for info in images:
         warnings += _chain_notes(info)
@@ -102,6 +102,7 @@ def build(
         source_path=str(path),
         warnings=tuple(warnings),
     )
+    spec = add_removable(spec, [check_image(iso, "cdrom") for iso in cdroms])
     sources = {info.path for info in images}
     files = tuple(dict.fromkeys(f for info in images for f in info.job_files if f not in sources))
     return spec, files
@@ -167,14 +168,6 @@ def _disk(info: ImageInfo, warnings: list[str]) -> Disk:
         warnings.append(f"{info.path}: unknown adapter type '{info.adapter_type}': using an IDE bus")
     return Disk(device="disk", bus=bus, format=info.format, source=os.path.abspath(info.path),
                 capacity_bytes=info.virtual_size, backing=info.backing if info.parent else None)
-
-
-def _cdrom(path: str | Path) -> Disk:
-    info = read_image(path)
-    if info.format != "raw":
-        raise InputError(f"a cdrom must be an ISO image, this is a {info.format} image", path=path)
-    return Disk(device="cdrom", bus="sata", format="raw", source=os.path.abspath(path), readonly=True,
-                capacity_bytes=info.virtual_size)
 
 
 def _chain_notes(info: ImageInfo) -> list[str]:
