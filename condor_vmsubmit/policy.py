@@ -37,6 +37,7 @@ KNOB_MAX_VCPUS = "VMSUBMIT_MAX_VCPUS"
 KNOB_NETWORKS = "VMSUBMIT_ALLOWED_NETWORKS"
 KNOB_BUSES = "VMSUBMIT_ALLOWED_BUSES"
 CONFIG = "HTCondor configuration"
+PREFLIGHT_JOB_ID = "policy-check"  # stands in for the job id the runner derives names and MACs from
 
 Verdict = Literal["accepted", "modified", "rejected"]
 _SIZE_ELEMENTS = ("memory", "currentMemory", "maxMemory")
@@ -156,6 +157,36 @@ def apply_policy(domain_root: etree._Element, policy: Policy, *, path: str | Pat
         return PolicyResult("rejected", None, reason="; ".join(problems), notes=tuple(notes))
     changes = tuple(describe_changes(domain_root, current))
     return PolicyResult("modified" if changes else "accepted", current, changes, notes=tuple(notes))
+
+
+def preflight(path: str | Path, policy: Policy) -> PolicyResult:
+    """The verdict the execute side would reach for the VM in ``path`` (libvirt XML, OVF/OVA or a
+    disk image), before anything is submitted.
+
+    As on the execute node, the policy sees the domain the runner would start: the user's
+    XML replayed, or the spec rendered (:mod:`condor_vmsubmit.runner.render`), with file
+    paths as they will be in the job's sandbox.
+    """
+    from .formats import load, sniff
+    from .runner.render import render_spec, replay_domain
+    from .runner.safety import pin_graphics_to_loopback
+    from .runner.sandbox import Sandbox
+
+    sandbox = Sandbox(Path(path).resolve().parent)
+    if sniff(path) == "libvirt":
+        user = parse_file(path)
+        spec = spec_from_domain(user, path)
+        root, _notes = replay_domain(pin_graphics_to_loopback(user), sandbox,
+                                     domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID)
+    else:
+        spec = load(path)
+        root = render_spec(spec, sandbox, domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID)
+    return apply_policy(root, policy, path=path)
+
+
+def _domain_type(spec: VMSpec) -> str:
+    """The domain type the runner would choose, assuming KVM works where the job asks for it."""
+    return "kvm" if spec.hypervisor == "kvm" else "qemu"
 
 
 def limit_problems(spec: VMSpec, policy: Policy) -> list[str]:

@@ -278,3 +278,25 @@ def test_examples_agree_with_libvirt_on_the_corpus() -> None:
         assert capped.memory_bytes == min(facts["max_memory_kib"] * 1024, 4 * 2**30), name
         checked += 1
     assert checked > 1000
+
+
+def test_policy_check_on_an_ovf_appliance_and_a_disk_image(tmp_path: Path) -> None:
+    """Any format: the policy sees the domain the runner would render from the spec."""
+    photon = corpus_folder("ovf") / "govmomi__external__PhotonOS__photon.ovf"
+    refused = run_cli("policy-check", photon, "--policy", EXAMPLES / "refuse-removable.xsl")
+    assert refused.returncode == 5 and "cdrom drive hda is not allowed on this pool" in refused.stderr
+    changed = run_cli("policy-check", photon, "--policy", EXAMPLES / "link-down.xsl",
+                      "--policy", EXAMPLES / "cap-memory.xsl")
+    assert (changed.returncode, changed.stdout) == (0, "policy: modified\n  interface 1 link state up -> down\n")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", tmp_path / "disk.vmdk", "1G"], check=True)
+    limited = run_cli("policy-check", tmp_path / "disk.vmdk", "--max-memory", "512MiB")
+    assert limited.returncode == 5 and "memory 1 GiB exceeds the admin's limit of 512 MiB" in limited.stderr
+
+
+def test_summary_is_capped_for_the_job_ad() -> None:
+    root = parse_bytes(b"<domain><name>n</name><memory>1024</memory><devices>"
+                       + b"<interface type='user'><mac address='52:54:00:00:00:01'/></interface>" * 30
+                       + b"</devices></domain>", "many.xml")
+    result = apply_policy(root, Policy((EXAMPLES / "strip-macs.xsl",)))
+    assert len(result.changes) == 30
+    assert result.summary().endswith("interface 20 MAC removed; and 10 more")

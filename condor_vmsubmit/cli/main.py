@@ -67,18 +67,18 @@ def inspect(file: Path, as_json: bool, validate: bool, profile: str | None, list
 @reports_errors
 def policy_check(file: Path, stylesheets: tuple[Path, ...], max_memory: str | None, max_vcpus: int | None,
                  allow_network: tuple[str, ...], allow_bus: tuple[str, ...], show_xml: bool) -> None:
-    """Show what the admin policy does to the libvirt domain FILE: accepted, modified or rejected.
+    """Show what the admin policy does to the VM in FILE: accepted, modified or rejected.
 
-    Without policy options, the policy comes from this machine's HTCondor configuration
+    FILE is libvirt domain XML, an OVF/OVA appliance or a disk image; the policy sees the
+    domain the runner would start from it, as on the execute node.  Without policy options, the policy comes from this machine's HTCondor configuration
     (VMSUBMIT_POLICY_XSLT, VMSUBMIT_MAX_MEMORY_MB, VMSUBMIT_MAX_VCPUS, VMSUBMIT_ALLOWED_NETWORKS,
     VMSUBMIT_ALLOWED_BUSES).  Exits 5 when the policy rejects the VM.
     """
     from lxml import etree
 
     from ..errors import InputError, PolicyRejected
-    from ..policy import Policy, apply_policy
+    from ..policy import Policy, preflight
     from ..units import UnitError, parse_size
-    from ..xmlsafe import parse_file
 
     if stylesheets or max_memory or max_vcpus or allow_network or allow_bus:
         try:
@@ -88,7 +88,7 @@ def policy_check(file: Path, stylesheets: tuple[Path, ...], max_memory: str | No
         policy = Policy(stylesheets, memory, max_vcpus, frozenset(allow_network), frozenset(allow_bus))
     else:
         policy = Policy.from_config()
-    result = apply_policy(parse_file(file), policy, path=file)
+    result = preflight(file, policy)
     click.echo(f"policy: {result.verdict}")
     for line in result.changes + tuple(f"note: {note}" for note in result.notes):
         click.echo(f"  {line}")
