@@ -365,10 +365,13 @@ def build_ad(observations: Observations) -> dict[str, str]:
 
 
 def classad_literal(value: str | int | bool | tuple[str, ...] | None) -> str:
-    """A ClassAd literal: strings quoted and escaped, tuples as comma string lists, None undefined.
+    r"""A literal in the old ClassAd syntax the startd reads cron output in: tuples become comma
+    string lists, None undefined; in strings only ``"`` is escaped (a backslash stays itself).
 
-    >>> [classad_literal(v) for v in ('a "b"\\\\', 3, False, ("ide", "virtio"), None)]
-    ['"a \\\\"b\\\\"\\\\\\\\"', '3', 'false', '"ide,virtio"', 'undefined']
+    >>> print(classad_literal('say "hi" to C:\\temp'))
+    "say \"hi\" to C:\temp"
+    >>> [classad_literal(v) for v in (3, False, ("ide", "virtio"), None)]
+    ['3', 'false', '"ide,virtio"', 'undefined']
     """
     if value is None:
         return "undefined"
@@ -379,7 +382,7 @@ def classad_literal(value: str | int | bool | tuple[str, ...] | None) -> str:
     if isinstance(value, tuple):
         value = ",".join(value)
     text = " ".join(value.split())  # one line, whatever the source said
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + text.replace('"', '\\"') + '"'
 
 
 def cron_text(ad: Mapping[str, str]) -> str:

@@ -24,7 +24,7 @@ import pytest
 
 from condor_vmsubmit import __version__
 from condor_vmsubmit.discover import (DEFAULT_TIMEOUT, HYPERVISOR_FACTS, NODE_ATTRIBUTES, LibvirtAnswer,
-                                      Observations, ProbeCache, ScriptAnswer, build_ad, guest_types)
+                                      Observations, ProbeCache, ScriptAnswer, build_ad, cron_text, guest_types)
 from condor_vmsubmit.kvmprobe import ProbeResult
 from libvirt_session import QEMU, kernel_banner_under, parse_cron, run_discover, session_libvirtd, string_list
 
@@ -81,19 +81,29 @@ def libvirt_types(uri: str) -> set[str]:
         connection.close()
 
 
+def old_syntax(line: str) -> classad2.ClassAd:
+    """One cron output line read as the startd reads it (old ClassAd syntax)."""
+    return classad2.parseOne(line + "\n", classad2.ParserType.Old)
+
+
 def test_the_output_is_startd_cron_format_and_every_line_parses_with_classad2(ad: dict[str, str]) -> None:
-    for name, value in ad.items():
-        parsed = classad2.ClassAd(f"[{name} = {value}]")
-        assert list(parsed.keys()) == [name]
     declared = {fact.name: fact.classad_type for fact in NODE_ATTRIBUTES}
     assert list(ad)[:len(declared)] == list(declared)
     facts = {fact.name: fact.classad_type for fact in HYPERVISOR_FACTS}
     for name, value in ad.items():
+        parsed = old_syntax(f"{name} = {value}")
+        assert list(parsed.keys()) == [name]
         kind = declared.get(name) or facts.get(name.split("_ATTR_")[-1])
         assert kind, f"{name} is in neither table"
-        evaluated = classad2.ClassAd(f"[{name} = {value}]").eval(name)
         if value != "undefined":
-            assert type(evaluated) is CLASSAD_TYPES[kind], (name, value)
+            assert type(parsed.eval(name)) is CLASSAD_TYPES[kind], (name, value)
+
+
+def test_strings_survive_the_startds_parser_backslashes_and_quotes_included() -> None:
+    error = 'libvirt at qemu:///session: cannot open "C:\\vm\\sock\\" \\"now\\"'
+    text = cron_text(build_ad(Observations(None, libvirt_error=error)))
+    parsed = old_syntax(text.splitlines()[3])
+    assert parsed["VM_DISCOVERY_ERROR"] == error
 
 
 def test_qemu_is_advertised_and_kvm_only_when_a_kernel_really_boots_under_it(

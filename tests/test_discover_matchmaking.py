@@ -62,7 +62,9 @@ def node_without_firmware() -> dict[str, str]:
 
 
 def machine_ad(discovery: dict[str, str]) -> classad2.ClassAd:
-    return classad2.ClassAd("[" + "; ".join(f"{k} = {v}" for k, v in {**SLOT, **discovery}.items()) + "]")
+    """The slot's ad: its resources plus the cron output, read as the startd reads it (old syntax)."""
+    lines = "".join(f"{name} = {value}\n" for name, value in {**SLOT, **discovery}.items())
+    return classad2.parseOne(lines, classad2.ParserType.Old)
 
 
 def job_ad(description: SubmitDescription) -> classad2.ClassAd:
