@@ -36,6 +36,7 @@ KNOB_MAX_MEMORY = "VMSUBMIT_MAX_MEMORY_MB"
 KNOB_MAX_VCPUS = "VMSUBMIT_MAX_VCPUS"
 KNOB_NETWORKS = "VMSUBMIT_ALLOWED_NETWORKS"
 KNOB_BUSES = "VMSUBMIT_ALLOWED_BUSES"
+KNOB_HOST_MEDIA = "VMSUBMIT_ALLOW_HOST_MEDIA"
 CONFIG = "HTCondor configuration"
 PREFLIGHT_JOB_ID = "policy-check"  # stands in for the job id the runner derives names and MACs from
 
@@ -54,6 +55,7 @@ class Policy:
     max_vcpus: int | None = None
     allowed_networks: frozenset[str] = frozenset()
     allowed_buses: frozenset[str] = frozenset()
+    allow_host_media: bool = False  # host cdrom/floppy drives in user XML
 
     @classmethod
     def from_config(cls, params: Mapping[str, str] | None = None) -> Policy:
@@ -76,6 +78,7 @@ class Policy:
             max_vcpus=_whole_number(params, KNOB_MAX_VCPUS),
             allowed_networks=frozenset(words(KNOB_NETWORKS)),
             allowed_buses=frozenset(words(KNOB_BUSES)),
+            allow_host_media=_boolean(params, KNOB_HOST_MEDIA),
         )
 
 
@@ -114,6 +117,18 @@ def _whole_number(params: Mapping[str, str], knob: str) -> int | None:
     if not text.isdigit():
         raise InputError(f"{knob} = '{text}' is not a whole number", path=CONFIG)
     return int(text)
+
+
+def _boolean(params: Mapping[str, str], knob: str) -> bool:
+    """An HTCondor boolean knob, false when unset.
+
+    >>> _boolean({"K": "True"}, "K"), _boolean({}, "K")
+    (True, False)
+    """
+    text = (params.get(knob) or "false").strip().lower()
+    if text not in ("true", "false", "yes", "no", "1", "0"):
+        raise InputError(f"{knob} = '{text}' is not true or false", path=CONFIG)
+    return text in ("true", "yes", "1")
 
 
 def load_stylesheet(path: Path) -> etree.XSLT:

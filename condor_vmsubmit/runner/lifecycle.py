@@ -111,7 +111,7 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     domain_type = "kvm" if "kvm" in usable and job.spec.hypervisor in (None, "any", "kvm") else "qemu"
     if job.user_domain is not None:
         root, notes = replay_domain(pin_graphics_to_loopback(job.user_domain), job.sandbox,
-                                    domain_type=domain_type, job_id=job.job_id)
+                                    domain_type=domain_type, job_id=job.job_id, spec=job.spec)
         for note in notes:
             reporter.say(note)
     else:
@@ -123,7 +123,8 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     if result.verdict == "modified":
         reporter.set_attrs({jobcontract.POLICY_CHANGES_ATTR: result.summary()})
         reporter.log(f"admin policy changed the VM: {result.summary()}")
-    refusals = check_domain(result.root, job.sandbox.root, allowed_networks=policy.allowed_networks)
+    refusals = check_domain(result.root, job.sandbox.root, allowed_networks=policy.allowed_networks,
+                            allow_host_media=policy.allow_host_media)
     if refusals:
         raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in refusals)))
     return result.root

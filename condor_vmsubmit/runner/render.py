@@ -147,13 +147,15 @@ def _console(devices: etree._Element, sandbox: Sandbox) -> None:
     _sub(serial, "target", port="0")
 
 
-def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, job_id: str) -> tuple[etree._Element, list[str]]:
+def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, job_id: str,
+                  spec: VMSpec | None = None) -> tuple[etree._Element, list[str]]:
     """The user's domain XML adapted to this host, and notes on what was adapted.
 
     Host paths of disks, kernel, initrd and dtb become the same file in the sandbox;
     libvirt networks and bridges become user-mode networking (a per-job session has
-    no host networks); serial ports and consoles become the console file.  Everything
-    else is kept for the safety check to judge.
+    no host networks); serial ports and consoles become the console file.  The cdroms
+    and floppies ``spec`` adds (``--cdrom``, ``--floppy``, ``--cdrom-from``), whose targets
+    the XML lacks, are appended.  Everything else is kept for the safety check to judge.
     """
     root = copy.deepcopy(user)
     notes: list[str] = []
@@ -185,6 +187,11 @@ def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, j
         source = disk.find("source")
         if disk.get("type", "file") == "file" and source is not None and source.get("file"):
             source.set("file", str(sandbox.file(source.get("file"))))
+    present = {target.get("dev") for target in devices.findall("disk/target")}
+    for disk in spec.disks if spec else ():
+        if disk.device in ("cdrom", "floppy") and disk.source and disk.target and disk.target not in present:
+            _disk(devices, disk, disk.target, sandbox)
+            notes.append(f"<disk device='{disk.device}'>: {Path(disk.source).name} added as {disk.target}")
     for interface in devices.findall("interface"):
         if interface.get("type") in _HOST_NETWORKS:
             notes.append(f"<interface type='{interface.get('type')}'>: replayed as user-mode networking")

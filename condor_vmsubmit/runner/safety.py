@@ -14,7 +14,8 @@ What is refused, and why:
 * security labels: ``<seclabel>`` anywhere; cgroup placement (``<resource>``);
 * host devices: ``<hostdev>``, ``<redirdev>``, ``<shmem>``, passthrough/evdev input,
   passthrough TPM, host smartcards, block/network/volume/nvme/vhostuser disks and
-  ``device='lun'``, block/volume filesystems, GPU render nodes;
+  ``device='lun'``, block/volume filesystems, GPU render nodes; host cdrom and floppy
+  drives (block cdrom/floppy disks) unless the admin allows them (VMSUBMIT_ALLOW_HOST_MEDIA);
 * host paths: every disk, filesystem, character device, loader, nvram, kernel,
   initrd, dtb, ACPI table, fw_cfg entry, log file, audio file, nvdimm source and
   socket must be an absolute path that, symlinks resolved, lies in the sandbox;
@@ -92,17 +93,20 @@ class _Context:
     sandbox: Path
     allowed_networks: frozenset[str]
     images: dict[tuple[Path, str], tuple[str, ...]] = field(default_factory=dict)  # reasons per image read
+    allow_host_media: bool = False
 
 
 def check_domain(root: etree._Element, sandbox: Path, *,
-                 allowed_networks: Iterable[str] = ()) -> list[Refusal]:
+                 allowed_networks: Iterable[str] = (), allow_host_media: bool = False) -> list[Refusal]:
     """Every reason the domain XML ``root`` may not be handed to libvirt for a job in ``sandbox``.
 
     ``allowed_networks`` names the libvirt networks and host bridges the admin lets
     jobs join (VMSUBMIT_ALLOWED_NETWORKS); without it only user-mode networking passes.
+    ``allow_host_media`` lets host cdrom and floppy drives through (VMSUBMIT_ALLOW_HOST_MEDIA).
     Linear in the size of the XML; each image's headers are read once.
     """
-    context = _Context(Path(os.path.realpath(sandbox)), frozenset(allowed_networks))
+    context = _Context(Path(os.path.realpath(sandbox)), frozenset(allowed_networks),
+                       allow_host_media=allow_host_media)
     refusals: list[Refusal] = []
     for element, name in _elements(root):
         for reason in _reasons(element, context):
@@ -220,6 +224,9 @@ def _always(reason: str) -> Callable[[etree._Element, _Context], Iterator[str]]:
 
 def _disk(element: etree._Element, context: _Context) -> Iterator[str]:
     disk_type = element.get("type", "file")
+    if disk_type == "block" and element.get("device") in ("cdrom", "floppy"):
+        yield from _host_media(element, context)
+        return
     if disk_type not in _ALLOWED_DISK_TYPES:
         yield f"disk type '{disk_type}' reaches host storage; only file disks in the sandbox are allowed"
         return
@@ -247,6 +254,20 @@ def _disk(element: etree._Element, context: _Context) -> Iterator[str]:
     if (image, fmt) not in context.images:
         context.images[image, fmt] = tuple(_image_reasons(image, fmt))
     yield from context.images[image, fmt]
+
+
+def _host_media(element: etree._Element, context: _Context) -> Iterator[str]:
+    """A host cdrom or floppy drive (``<disk type='block' device='cdrom'>``): refused unless the
+    admin allows host media, and then only a device under /dev."""
+    device = element.get("device")
+    if not context.allow_host_media:
+        yield (f"the host's {device} drive cannot be passed to a job's guest (an admin allows it with "
+               "VMSUBMIT_ALLOW_HOST_MEDIA = true); send the image with --cdrom or --floppy")
+        return
+    source = element.find("source")
+    path = source.get("dev") if source is not None else None
+    if path and not os.path.realpath(path).startswith("/dev/"):
+        yield f"a host {device} drive must be a device under /dev, not '{path}'"
 
 
 def _image_reasons(image: Path, fmt: str) -> Iterator[str]:

@@ -85,6 +85,8 @@ def _hypervisor_problems(wanted: str | None, usable: set[str]) -> list[str]:
 
 def _disk_problems(number: int, disk: Disk, sandbox: Path) -> list[str]:
     label = f"disk {number} ({disk.target})" if disk.target else f"disk {number}"
+    if disk.source_type == "block" and disk.device in ("cdrom", "floppy"):
+        return []  # a host drive: safety refuses it unless the admin allows host media
     if disk.source_type != "file":
         return [f"{label}: a {disk.source_type} disk cannot come with the job"]
     if not disk.source:
