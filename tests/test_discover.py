@@ -24,7 +24,8 @@ import pytest
 
 from condor_vmsubmit import __version__
 from condor_vmsubmit.discover import (DEFAULT_TIMEOUT, HYPERVISOR_FACTS, NODE_ATTRIBUTES, LibvirtAnswer,
-                                      Observations, ProbeCache, ScriptAnswer, build_ad, cron_text, guest_types)
+                                      Observations, ProbeCache, ScriptAnswer, build_ad, cron_text,
+                                      guest_types)
 from condor_vmsubmit.kvmprobe import ProbeResult
 from libvirt_session import (QEMU, kernel_banner_under, parse_cron, run_discover, session_libvirtd,
                              string_list)
