@@ -42,7 +42,9 @@ PREFLIGHT_JOB_ID = "policy-check"  # stands in for the job id the runner derives
 
 Verdict = Literal["accepted", "modified", "rejected"]
 _SIZE_ELEMENTS = ("memory", "currentMemory", "maxMemory")
-_DENIED = ("read rights", "write rights", "refused", "denied")
+# libxslt's words when XSLTAccessControl stops document(), exsl:document and friends.
+_ACCESS_DENIED = re.compile(r"(read|write|create) rights for .* denied$|^(Local|Network) file read for .* refused$"
+                            r"|^(File write|Directory creation) for .* refused$")
 
 
 @dataclass(frozen=True)
@@ -154,13 +156,16 @@ def apply_policy(domain_root: etree._Element, policy: Policy, *, path: str | Pat
             output = xslt(current)
         except etree.XSLTApplyError as exc:
             messages = [entry.message for entry in xslt.error_log]
-            if any(word in message for message in messages for word in _DENIED):
-                raise UnsafeInputError(f"policy stylesheet tried to reach a file or the network: {exc}",
+            if not any(message.startswith("runtime error") for message in messages):
+                # <xsl:message terminate="yes">: the last message is the reason, earlier ones are notes.
+                return PolicyResult("rejected", None, reason=f"{str(exc).strip()} ({sheet.name})",
+                                    notes=tuple(notes + messages[:-1]))
+            detail = next((m for m in messages if not m.startswith("runtime error") and m != "unknown error"),
+                          str(exc))
+            if any(_ACCESS_DENIED.search(message) for message in messages):
+                raise UnsafeInputError(f"policy stylesheet tried to reach a file or the network: {detail}",
                                        path=sheet) from None
-            if any(message.startswith("runtime error") for message in messages):
-                raise InputError(f"policy stylesheet failed: {exc}", path=sheet) from None
-            return PolicyResult("rejected", None, reason=f"{str(exc).strip()} ({sheet.name})",
-                                notes=tuple(notes + messages[:-1]))
+            raise InputError(f"policy stylesheet failed: {detail}", path=sheet) from None
         notes.extend(entry.message for entry in xslt.error_log)
         result = output.getroot()
         if result is None or result.tag != "domain":

@@ -145,6 +145,22 @@ def test_non_terminating_messages_become_notes(tmp_path: Path) -> None:
     assert (result.verdict, result.notes) == ("accepted", ("checked by site policy",))
 
 
+def test_a_rejection_may_say_anything(tmp_path: Path) -> None:
+    sheet = stylesheet(tmp_path, '<xsl:template match="/"><xsl:message>read rights for /x denied</xsl:message>'
+                                 '<xsl:message terminate="yes">access denied: GPUs are refused here</xsl:message>'
+                                 '</xsl:template>', "gpu.xsl")
+    result = apply_policy(big(), Policy((sheet,)))
+    assert (result.verdict, result.reason) == ("rejected", "access denied: GPUs are refused here (gpu.xsl)")
+    assert result.notes == ("read rights for /x denied",)
+
+
+def test_a_runaway_stylesheet_is_an_input_error(tmp_path: Path) -> None:
+    sheet = stylesheet(tmp_path, '<xsl:template name="r"><xsl:call-template name="r"/></xsl:template>'
+                                 '<xsl:template match="/"><xsl:call-template name="r"/></xsl:template>')
+    with pytest.raises(InputError, match="policy stylesheet failed: .*infinite template recursion"):
+        apply_policy(big(), Policy((sheet,)))
+
+
 def test_a_stylesheet_that_drops_the_domain_rejects(tmp_path: Path) -> None:
     sheet = stylesheet(tmp_path, '<xsl:template match="/"><vm/></xsl:template>', "odd.xsl")
     result = apply_policy(big(), Policy((sheet,)))
