@@ -45,12 +45,13 @@ def main() -> None:
         hung.bind(str(hung_path))
         hung.listen(64)
         subprocess.run([*DISCOVER, "--uri", uri, *state, "--timeout", "90"], check=True, capture_output=True)
+        by_hand = f"virsh -c '{uri}' capabilities >/dev/null && virsh -c '{uri}' domcapabilities --virttype qemu"
         commands = {
             "discover (warm)": [*DISCOVER, "--uri", uri, *state],
-            "virsh capabilities + domcapabilities": ["sh", "-c", f"virsh -c '{uri}' capabilities >/dev/null && "
-                                                     f"virsh -c '{uri}' domcapabilities --virttype qemu"],
+            "virsh capabilities + domcapabilities": ["sh", "-c", by_hand],
             "python -c 'import lxml.etree, click'": [sys.executable, "-c", "import lxml.etree, click"],
-            "discover (hung libvirtd)": [*DISCOVER, "--uri", f"qemu+unix:///session?socket={hung_path}", *state],
+            "discover (hung libvirtd)": [*DISCOVER, "--uri", f"qemu+unix:///session?socket={hung_path}",
+                                         *state],
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.runs):
