@@ -237,6 +237,31 @@ def test_disk_sources_cannot_reach_outside_the_sandbox(world: World) -> None:
     assert not any(CANARY in r for r in found)
 
 
+def test_images_cannot_name_files_outside_the_sandbox(world: World) -> None:
+    """A backing file or VMDK extent that is a symlink out of the sandbox is refused before it is read."""
+    sandbox = world.root / "sandbox"
+    sandbox.mkdir()
+    (sandbox / "base.qcow2").symlink_to(world.secret)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "base.qcow2", "-F", "qcow2",
+                    sandbox / "top.qcow2", "16M"], check=True)
+    (sandbox / "ext-flat.vmdk").symlink_to(world.secret)
+    (sandbox / "flat.vmdk").write_text('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                                       'createType="monolithicFlat"\nRW 2048 FLAT "ext-flat.vmdk" 0\n')
+    (sandbox / "abs.vmdk").write_text(f'# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                                      f'createType="monolithicFlat"\nRW 2048 FLAT "{world.secret}" 0\n')
+    path = world.write("domain.xml", """<domain type='qemu'><name>i</name><memory>1024</memory><devices>
+      <disk type='file'><driver type='qcow2'/><source file='{ROOT}/sandbox/top.qcow2'/><target dev='vda'/></disk>
+      <disk type='file'><driver type='vmdk'/><source file='{ROOT}/sandbox/flat.vmdk'/><target dev='vdb'/></disk>
+      <disk type='file'><driver type='vmdk'/><source file='{ROOT}/sandbox/abs.vmdk'/><target dev='vdc'/></disk>
+    </devices></domain>""")
+    found = [r.reason for r in check_domain(parse_file(path), sandbox)]
+    assert found[0] == ("image top.qcow2: backing file 'base.qcow2' is a symbolic link leading out of the "
+                        "image's folder")
+    assert found[1] == "image flat.vmdk: extent 'ext-flat.vmdk' is a symbolic link leading out of the image's folder"
+    assert found[2].startswith(f"image abs.vmdk: extent '{world.secret}' is an absolute path")
+    assert len(found) == 3 and not any(CANARY in r for r in found)
+
+
 def test_multicast_and_malformed_macs(world: World) -> None:
     """Refused by the runner's safety check; rewrite-macs.xsl repairs a multicast one, not a malformed one."""
     path = world.write("macs.xml", """<domain type='qemu'><name>m</name><memory>1024</memory><devices>
