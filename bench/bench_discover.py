@@ -45,7 +45,8 @@ def main() -> None:
         hung.bind(str(hung_path))
         hung.listen(64)
         subprocess.run([*DISCOVER, "--uri", uri, *state, "--timeout", "90"], check=True, capture_output=True)
-        by_hand = f"virsh -c '{uri}' capabilities >/dev/null && virsh -c '{uri}' domcapabilities --virttype qemu"
+        virsh = f"virsh -c '{uri}'"
+        by_hand = f"{virsh} capabilities >/dev/null && {virsh} domcapabilities --virttype qemu"
         commands = {
             "discover (warm)": [*DISCOVER, "--uri", uri, *state],
             "virsh capabilities + domcapabilities": ["sh", "-c", by_hand],
