@@ -197,7 +197,7 @@ def preflight(path: str | Path, policy: Policy) -> PolicyResult:
         user = parse_file(path)
         spec = spec_from_domain(user, path)
         root, _notes = replay_domain(pin_graphics_to_loopback(user), sandbox,
-                                     domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID)
+                                     domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID, spec=spec)
     else:
         spec = load(path)
         root = render_spec(spec, sandbox, domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID)

@@ -210,8 +210,11 @@ def test_policy_from_config_knobs() -> None:
     assert policy == Policy((Path("/etc/a.xsl"), Path("/etc/b.xsl")), 2 * 2**30, 8,
                             frozenset({"default", "jobs"}), frozenset())
     assert Policy.from_config({}) == Policy()
+    assert Policy.from_config({"VMSUBMIT_ALLOW_HOST_MEDIA": "True"}).allow_host_media
     with pytest.raises(InputError, match="VMSUBMIT_MAX_VCPUS = 'lots' is not a whole number"):
         Policy.from_config({"VMSUBMIT_MAX_VCPUS": "lots"})
+    with pytest.raises(InputError, match="VMSUBMIT_ALLOW_HOST_MEDIA = 'maybe' is not true or false"):
+        Policy.from_config({"VMSUBMIT_ALLOW_HOST_MEDIA": "maybe"})
 
 
 def condor_config(tmp_path: Path, text: str) -> dict[str, str]:

@@ -115,6 +115,19 @@ def test_host_storage_disks_are_refused(sandbox: Path, disk_type: str, source: s
     assert any(f"disk type '{disk_type}'" in r for r in refusals(sandbox, xml))
 
 
+def test_host_media_only_when_the_admin_allows(sandbox: Path) -> None:
+    drive = "<disk type='block' device='cdrom'><driver type='raw'/><source dev='%s'/><target dev='hdc'/></disk>"
+    xml = domain(sandbox, drive % "/dev/sr0")
+    assert [r.split(": ", 1)[1] for r in refusals(sandbox, xml)] == [
+        "the host's cdrom drive cannot be passed to a job's guest (an admin allows it with "
+        "VMSUBMIT_ALLOW_HOST_MEDIA = true); send the image with --cdrom or --floppy"]
+    assert refusals(sandbox, xml, allow_host_media=True) == []
+    found = refusals(sandbox, domain(sandbox, drive % "/etc/shadow"), allow_host_media=True)
+    assert [r.split(": ", 1)[1] for r in found] == ["a host cdrom drive must be a device under /dev, not '/etc/shadow'"]
+    hard_disk = domain(sandbox, (drive % "/dev/sda").replace("'cdrom'", "'disk'"))
+    assert any("disk type 'block'" in r for r in refusals(sandbox, hard_disk, allow_host_media=True))
+
+
 def test_lun_disk_is_refused(sandbox: Path) -> None:
     xml = domain(sandbox, "<disk type='file' device='lun'><driver type='raw'/><source file='{S}/data.raw'/>"
                           "<target dev='sda' bus='scsi'/></disk>")

@@ -137,7 +137,8 @@ def test_a_missing_vmdk_extent_is_a_problem(tmp_path: Path) -> None:
 
 def test_non_file_disks_and_empty_drives(sandbox: Path) -> None:
     spec = replace(libvirt_spec(), disks=(Disk(device="cdrom", target="hdc"),
-                                          Disk(source="rbd://ceph/pool/img", source_type="network", target="vdb")))
+                                          Disk(source="rbd://ceph/pool/img", source_type="network", target="vdb"),
+                                          Disk(device="cdrom", source="/dev/sr0", source_type="block", target="hdd")))
     assert verify_match(spec, slot(), sandbox, {"qemu"}) == [
         "disk 2 (vdb): a network disk cannot come with the job"]
 
