@@ -112,6 +112,27 @@ def test_huge_domain_xml(world: World, command: str) -> None:
     assert_refused(done, 4, "larger than the")
 
 
+MALFORMED = {
+    "deep": (b"<domain type='qemu'><name>d</name><memory>1024</memory><metadata>" + b"<a>" * 5000 + b"</a>" * 5000
+             + b"</metadata></domain>", "Excessive depth"),
+    "long-attribute": (b"<domain type='qemu'><name>d</name><memory>1024</memory><devices><disk type='file'>"
+                       b"<source file='/" + b"a" * 20_000_000 + b"'/></disk></devices></domain>", "limit exceeded"),
+    "bad-utf8": (b"<domain type='qemu'><name>\xff\xfe</name><memory>1024</memory></domain>", "Invalid bytes"),
+    "nul": (b"<domain type='qemu'><name>a\x00b</name><memory>1024</memory></domain>", "Invalid character"),
+    "control-character": (b"<domain type='qemu'><name>a&#1;b</name><memory>1024</memory></domain>", "invalid xmlChar"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+@pytest.mark.parametrize("command", ["inspect", "policy-check"])
+def test_malformed_domain_xml(world: World, case: str, command: str) -> None:
+    content, why = MALFORMED[case]
+    path = world.work / "domain.xml"
+    path.write_bytes(content)
+    program, *args = DOMAIN_COMMANDS[command]
+    assert_refused(world.run(program, args[0], path, *args[1:]), 3, "malformed XML", why)
+
+
 @pytest.mark.parametrize("memory, why", [
     ("<memory unit='EiB'>99999999</memory>", "overflows 64 bits"),
     ("<memory>18446744073709551616</memory>", "overflows 64 bits"),
