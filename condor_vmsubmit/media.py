@@ -82,7 +82,8 @@ def _free(names: tuple[str, ...], taken: set[str]) -> str:
 
 
 def _drive(device: str, bus: str, path: str, target: str) -> Disk:
-    return Disk(device=device, bus=bus, format="raw", source=path, readonly=True, target=target)  # type: ignore[arg-type]
+    return Disk(device=device, bus=bus, format="raw", source=path,  # type: ignore[arg-type]
+                readonly=True, target=target)
 
 
 def check_image(path: str | Path, device: str) -> str:
