@@ -13,6 +13,7 @@ the hung case against the 2 s budget a startd cron job has.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import subprocess
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from libvirt_session import session_libvirtd  # noqa: E402
+from libvirt_session import installed_runner, session_libvirtd  # noqa: E402
 
 BUDGET = 2.0
 DISCOVER = [sys.executable, "-c", "from condor_vmsubmit.discover import main; main()"]
@@ -38,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=11)
     args = parser.parse_args()
+    os.environ["_CONDOR_VMSUBMIT_RUNNER"] = installed_runner()  # as on a node with the runner installed
     with tempfile.TemporaryDirectory(prefix="vmdisc-bench-") as folder, session_libvirtd() as uri:
         state = ["--state-dir", str(Path(folder) / "state")]
         hung_path = Path(folder) / "hung.sock"

@@ -46,7 +46,7 @@ from typing import Callable, Iterable, Mapping, TypeVar
 import click
 from lxml import etree
 
-from . import __version__
+from . import __version__, jobcontract
 from .cli.common import CONTEXT_SETTINGS, reports_errors
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
@@ -71,7 +71,8 @@ NODE_ATTRIBUTES = (
     Fact("VM_HYPERVISORS", "string list", "every hypervisor that really runs a guest here: libvirt domain "
                                           "types (kvm, qemu, xen ...) and script-managed names"),
     Fact("VM_RUNNER_VERSION", "string", "version of condor_vmsubmit (and so of condor_vm_runner) here"),
-    Fact("VM_DISCOVERY_ERROR", "string", "why libvirt could not be asked (undefined when it answered)"),
+    Fact("VM_DISCOVERY_ERROR", "string", "why less is claimed than may be there: libvirt could not be "
+                                         "asked, or no runner is installed (undefined when all is well)"),
     Fact("VM_DISCOVERY_NOTES", "string", "why a hypervisor or script was left out (undefined when none)"),
 )
 
@@ -145,6 +146,7 @@ class Observations:
 
     libvirt: LibvirtAnswer | None
     libvirt_error: str | None = None
+    runner_error: str | None = None          # why no job could start here at all
     boot_probes: Mapping[str, ProbeResult] = field(default_factory=dict)   # domain type -> result
     nic_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # emulator -> models
     virtiofsd: bool = False
@@ -350,11 +352,14 @@ def build_ad(observations: Observations) -> dict[str, str]:
         script_ads.update(facts)
     if any(script.available for script in observations.scripts):
         types.append(SCRIPT_MANAGED)
+    if observations.runner_error:  # no job could start here, whatever the hypervisors can do
+        usable, hypervisors, types, script_ads = {}, [], [], {}
+    errors = [error for error in (observations.runner_error, observations.libvirt_error) if error]
     ad = {
         "VM_TYPES": classad_literal(tuple(types)),
         "VM_HYPERVISORS": classad_literal(tuple(hypervisors)),
         "VM_RUNNER_VERSION": classad_literal(observations.version),
-        "VM_DISCOVERY_ERROR": classad_literal(observations.libvirt_error),
+        "VM_DISCOVERY_ERROR": classad_literal("; ".join(errors) if errors else None),
         "VM_DISCOVERY_NOTES": classad_literal("; ".join(notes) if notes else None),
     }
     if observations.libvirt is not None:
@@ -413,6 +418,7 @@ class Settings:
     uri: str
     state_dir: Path
     script_dir: Path | None
+    runner: Path
     timeout: float
     probe_ttl: float
     allowed_networks: tuple[str, ...] = ()
@@ -739,8 +745,11 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
     else:
         error = f"libvirt at {settings.uri}: " + " ".join(str(value).split())
     scripts = refused + collect_scripts(running, deadline)
+    runner = settings.runner
+    runner_error = None if runner.is_file() and os.access(runner, os.X_OK) else \
+        f"no runner at {runner} ({jobcontract.RUNNER_KNOB}): jobs could not start here"
     return Observations(
-        libvirt=answer, libvirt_error=error, boot_probes=probes, nic_models=models,
+        libvirt=answer, libvirt_error=error, runner_error=runner_error, boot_probes=probes, nic_models=models,
         virtiofsd=any(Path(p).exists() for p in VIRTIOFSD_PATHS) or shutil.which("virtiofsd") is not None,
         bridges=host_bridges(settings.allowed_networks), allowed_networks=settings.allowed_networks,
         allowed_buses=settings.allowed_buses, max_vcpus=settings.max_vcpus,
@@ -765,6 +774,7 @@ def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | No
         uri=uri or config.get(KNOB_URI) or DEFAULT_URI,
         state_dir=state_dir or Path(config.get(KNOB_STATE_DIR) or default_state_dir()),
         script_dir=script_dir or (Path(configured_scripts) if configured_scripts else None),
+        runner=Path(config.get(jobcontract.RUNNER_KNOB) or jobcontract.DEFAULT_RUNNER),
         timeout=timeout,
         probe_ttl=float(number(KNOB_PROBE_TTL, DEFAULT_PROBE_TTL) or 0),
         allowed_networks=words(config.get(KNOB_NETWORKS)),
@@ -790,6 +800,6 @@ def main(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeo
     budget = DEFAULT_TIMEOUT if timeout is None else timeout
     deadline = Deadline(budget)  # reading the configuration counts too
     config = knobs((KNOB_URI, KNOB_STATE_DIR, KNOB_SCRIPT_DIR, KNOB_PROBE_TTL, KNOB_NETWORKS,
-                    KNOB_BUSES, KNOB_MAX_VCPUS))
+                    KNOB_BUSES, KNOB_MAX_VCPUS, jobcontract.RUNNER_KNOB))
     observations = discover(settings_from(uri, state_dir, script_dir, budget, config), deadline)
     click.echo(cron_text(build_ad(observations)), nl=False)

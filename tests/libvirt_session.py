@@ -85,16 +85,24 @@ def session_libvirtd(*, mask_firmware: bool = False) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def installed_runner() -> str:
+    """The ``condor_vm_runner`` installed with this Python (discovery claims nothing without one)."""
+    beside = Path(sys.executable).parent / "condor_vm_runner"
+    return str(beside) if beside.exists() else shutil.which("condor_vm_runner") or str(beside)
+
+
 def run_discover(*args: str, env: dict[str, str] | None = None,
                  timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``condor_vm_discover ARGS`` (the console script's function) in a fresh Python.
+    """Run ``condor_vm_discover ARGS`` (the console script's function) in a fresh Python, with
+    ``VMSUBMIT_RUNNER`` naming the installed runner unless ``env`` says otherwise.
 
     ``timeout`` only keeps a broken test from hanging the suite.
     """
     program = "from condor_vmsubmit.discover import main; main(prog_name='condor_vm_discover')"
     command = [sys.executable, "-c", program, *args]
+    knobs = {"_CONDOR_VMSUBMIT_RUNNER": installed_runner(), **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False)
+                          env={**os.environ, **knobs}, check=False)
 
 
 def parse_cron(text: str) -> dict[str, str]:

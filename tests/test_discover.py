@@ -175,6 +175,16 @@ def test_a_hung_libvirtd_gives_a_discovery_error_not_claims(tmp_path: Path, stat
     assert not [name for name in ad if "_ATTR_" in name]
 
 
+def test_without_a_runner_nothing_is_claimed(uri: str, state_dir: Path, warm: dict[str, str]) -> None:
+    missing = "/nonexistent/condor_vm_runner"
+    done = run_discover("--uri", uri, "--state-dir", str(state_dir),
+                        env={"_CONDOR_VMSUBMIT_RUNNER": missing})
+    ad = parse_cron(done.stdout)
+    assert ad["VM_DISCOVERY_ERROR"] == f'"no runner at {missing} (VMSUBMIT_RUNNER): jobs could not start here"'
+    assert ad["VM_TYPES"] == '""' and ad["VM_HYPERVISORS"] == '""'
+    assert not [name for name in ad if "_ATTR_" in name]
+
+
 def test_libvirt_down_gives_its_error(tmp_path: Path, state_dir: Path) -> None:
     missing = tmp_path / "no-daemon.sock"
     done = run_discover("--state-dir", str(state_dir), "--uri", f"qemu+unix:///session?socket={missing}")
