@@ -6,7 +6,8 @@ Started by :class:`condor_vmsubmit.runner.session.Session` in a session of its o
 * starts ``libvirtd`` in session mode with its XDG folders in ``STATE_DIR`` (as root,
   inside a user namespace that maps root to an ordinary uid: libvirt gives root only
   the system daemon) and becomes QEMU's parent (a child subreaper), so QEMU stays in
-  the job's process tree;
+  the job's process tree; it seeds the session with libvirt's probe of QEMU from
+  earlier jobs of the same user on this node (a second saved per job);
 * pauses every running guest while the runner is stopped (SIGSTOP, a suspend) and
   resumes it when the runner continues;
 * when its stdin reaches end of file -- the runner exited or was killed, however --
@@ -21,8 +22,10 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -90,6 +93,36 @@ def children() -> list[int]:
     return found
 
 
+CAPABILITIES = Path("cache", "libvirt", "qemu", "cache", "capabilities")
+
+
+def node_cache() -> Path | None:
+    """This user's folder for what jobs on this node may share: libvirt's probe of QEMU's
+    capabilities (libvirt itself discards an entry when QEMU or libvirt changes).  None when
+    the folder is not ours alone."""
+    folder = Path(tempfile.gettempdir(), f"condor_vm_runner-{os.geteuid()}")
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        return None
+    return folder
+
+
+def copy_capabilities(source: Path, target: Path) -> None:
+    """Copy the capability files ``target`` lacks (each through a temporary name)."""
+    if not source.is_dir():
+        return
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for entry in source.glob("*.xml"):
+        if not (target / entry.name).exists() and not entry.is_symlink():
+            partial = target / f".{entry.name}.{os.getpid()}"
+            shutil.copyfile(entry, partial)
+            partial.rename(target / entry.name)
+
+
 def write_qemu_conf(state_dir: Path) -> None:
     """QEMU's output goes straight to a file: no virtlogd to start, or to outlive the job."""
     conf = state_dir / "config" / "libvirt" / "qemu.conf"
@@ -104,6 +137,9 @@ class Guardian:
         self.connection = None
         self.paused: set[str] = set()
         write_qemu_conf(state_dir)
+        self.node_cache = node_cache()
+        if self.node_cache is not None:
+            copy_capabilities(self.node_cache / "capabilities", state_dir / CAPABILITIES)
         log = open(state_dir / "libvirtd.log", "ab")
         self.daemon = subprocess.Popen(libvirtd_command(), env=session_environment(state_dir),
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -163,6 +199,8 @@ class Guardian:
             self.daemon.kill()
         for pid in children():
             os.kill(pid, signal.SIGKILL)
+        if self.node_cache is not None:
+            copy_capabilities(self.state_dir / CAPABILITIES, self.node_cache / "capabilities")
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def run(self) -> None:

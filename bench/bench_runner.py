@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The runner against plain libvirt, same machine, same run, same rendered domain XML.
+
+1. start: ``condor_vm_runner`` started -> the guest's first console line, against
+   ``virsh create`` of the XML the runner renders (on an already running, warmed-up
+   session libvirtd) -> the same first line.  The runner starts its own per-job
+   libvirtd every time, and that is part of its time.
+2. save + restore: SIGTERM -> runner exit 85 (state saved) plus runner start -> the
+   next console line of the restored guest, against ``virsh save`` plus ``virsh
+   restore`` -> the next console line.
+
+Prints medians and the ratios runner / virsh (target: at most 1.15).
+
+    python3 bench/bench_runner.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from guest import counts, guest_builder, make_sandbox, runner_env, start_runner  # noqa: E402
+
+from condor_vmsubmit import jobcontract  # noqa: E402
+from condor_vmsubmit.runner import guard  # noqa: E402
+from condor_vmsubmit.runner.render import render_spec, to_text  # noqa: E402
+from condor_vmsubmit.runner.sandbox import Sandbox  # noqa: E402
+from condor_vmsubmit.spec import VMSpec  # noqa: E402
+
+COUNTER = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.1; done"
+TIMEOUT = 120.0
+
+
+def wait(condition, what: str) -> float:
+    """Seconds until ``condition`` holds (polled every 10 ms)."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > TIMEOUT:
+            raise SystemExit(f"bench: timed out waiting for {what}")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def console_has_text(sandbox: Path):
+    log = sandbox / jobcontract.CONSOLE_LOG_FILE
+    return lambda: log.exists() and log.stat().st_size > 0
+
+
+class ReferenceDaemon:
+    """A session libvirtd started once, as an admin would keep one running for virsh."""
+
+    def __init__(self) -> None:
+        self.state = Path(tempfile.mkdtemp(prefix="cvb", dir="/tmp"))
+        for folder in ("run", "config", "cache"):
+            (self.state / folder).mkdir(mode=0o700)
+        guard.write_qemu_conf(self.state)
+        self.daemon = subprocess.Popen(guard.libvirtd_command(), env=guard.session_environment(self.state),
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+        wait(guard.socket_path(self.state).exists, "the reference libvirtd")
+        self.uri = guard.uri(self.state)
+
+    def virsh(self, *args: str) -> None:
+        subprocess.run(["virsh", "-q", "-c", self.uri, *args], check=True, capture_output=True)
+
+    def close(self) -> None:
+        self.daemon.terminate()
+        self.daemon.wait()
+        subprocess.run(["rm", "-rf", str(self.state)], check=False)
+
+
+def runner_round(guest_dir: Path, n: int) -> tuple[float, float]:
+    sandbox = make_sandbox(guest_dir, COUNTER, job_id=f"900.{n}")
+    runner = start_runner(sandbox)
+    boot = wait(console_has_text(sandbox), "the runner's guest")
+    wait(lambda: len(counts(sandbox)) >= 3, "counting")
+    start = time.monotonic()
+    runner.send_signal(signal.SIGTERM)
+    runner.wait()
+    assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, runner.stderr.read()
+    seen = len(counts(sandbox))
+    runner = start_runner(sandbox)
+    wait(lambda: len(counts(sandbox)) > seen, "the restored guest")
+    save_restore = time.monotonic() - start
+    os.killpg(runner.pid, signal.SIGINT)
+    runner.wait()
+    subprocess.run(["rm", "-rf", str(sandbox)], check=False)
+    return boot, save_restore
+
+
+def virsh_round(guest_dir: Path, daemon: ReferenceDaemon, n: int) -> tuple[float, float]:
+    sandbox = make_sandbox(guest_dir, COUNTER, job_id=f"901.{n}")
+    spec = VMSpec.from_json((sandbox / jobcontract.SPEC_FILE).read_text())
+    xml = sandbox / "rendered.xml"
+    xml.write_text(to_text(render_spec(spec, Sandbox(sandbox), domain_type="qemu", job_id=f"bench#{n}")))
+    name = f"cvm-bench-{n}"
+    xml.write_text(xml.read_text().replace(xml.read_text().split("<name>")[1].split("</name>")[0], name))
+    start = time.monotonic()
+    daemon.virsh("create", str(xml))
+    wait(console_has_text(sandbox), "virsh's guest")
+    boot = time.monotonic() - start
+    wait(lambda: len(counts(sandbox)) >= 3, "counting")
+    save = sandbox / "guest.save"
+    start = time.monotonic()
+    daemon.virsh("save", name, str(save))
+    seen = len(counts(sandbox))
+    daemon.virsh("restore", str(save), "--xml", str(xml))
+    wait(lambda: len(counts(sandbox)) > seen, "the restored guest")
+    save_restore = time.monotonic() - start
+    daemon.virsh("destroy", name)
+    subprocess.run(["rm", "-rf", str(sandbox)], check=False)
+    return boot, save_restore
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    guest_dir = Path(tempfile.mkdtemp(prefix="cvg", dir="/tmp"))
+    guest_builder().build_guest(guest_dir)
+    daemon = ReferenceDaemon()
+    try:
+        virsh_round(guest_dir, daemon, 99)  # warm-up: the reference daemon probes QEMU once
+        runner_times, virsh_times = [], []
+        for n in range(args.rounds):  # interleaved, so both see the same machine load
+            virsh_times.append(virsh_round(guest_dir, daemon, n))
+            runner_times.append(runner_round(guest_dir, n))
+    finally:
+        daemon.close()
+        subprocess.run(["rm", "-rf", str(guest_dir)], check=False)
+    for index, what in enumerate(("start -> first console line", "save + restore -> next console line")):
+        ours = statistics.median(t[index] for t in runner_times)
+        theirs = statistics.median(t[index] for t in virsh_times)
+        print(f"{what:38s} runner {ours:6.2f} s   virsh {theirs:6.2f} s   ratio {ours / theirs:.2f}")
+
+
+if __name__ == "__main__":
+    main()
