@@ -26,7 +26,6 @@ from typing import Any, Callable, Iterable, TypeVar
 import click
 
 from ..errors import InputError, VMSubmitError
-from ..isobuild import build_iso
 from ..media import with_media
 from ..spec import VMSpec
 from ..translate import (TARGETS, SubmitDescription, Target, TranslateOptions, parse_append,
@@ -184,6 +183,8 @@ def _build_isos(isos: dict[Path, Path], options: SubmitOptions, output_dir: Path
         names = ", ".join(iso.name for iso in isos.values())
         click.echo(f"{_prog()}: note: {names} would be built in {output_dir} (dry run: nothing written)", err=True)
         return
+    from ..isobuild import build_iso  # only when there is something to build
+
     for folder, iso in isos.items():
         _make_dir(output_dir)
         built = build_iso(folder, iso)
