@@ -180,7 +180,8 @@ def test_without_a_runner_nothing_is_claimed(uri: str, state_dir: Path, warm: di
     done = run_discover("--uri", uri, "--state-dir", str(state_dir),
                         env={"_CONDOR_VMSUBMIT_RUNNER": missing})
     ad = parse_cron(done.stdout)
-    assert ad["VM_DISCOVERY_ERROR"] == f'"no runner at {missing} (VMSUBMIT_RUNNER): jobs could not start here"'
+    assert ad["VM_DISCOVERY_ERROR"] == \
+        f'"no runner at {missing} (VMSUBMIT_RUNNER): jobs could not start here"'
     assert ad["VM_TYPES"] == '""' and ad["VM_HYPERVISORS"] == '""'
     assert not [name for name in ad if "_ATTR_" in name]
 
