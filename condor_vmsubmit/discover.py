@@ -474,15 +474,20 @@ def libvirt_uri(uri: str, state_dir: Path, deadline: Deadline) -> str:
     if uri != DEFAULT_URI or os.geteuid() != 0:
         return uri
     socket_file = state_dir / "runtime" / "libvirt" / "libvirt-sock"
+    log_file = state_dir / "libvirtd.log"
     if not listening(socket_file):
-        with (state_dir / "libvirtd.log").open("ab") as log:
-            subprocess.Popen(
+        with log_file.open("ab") as log:
+            daemon = subprocess.Popen(
                 ["unshare", "--user", f"--map-user={NAMESPACE_UID}", f"--map-group={NAMESPACE_UID}",
                  LIBVIRTD, "--timeout", str(PRIVATE_DAEMON_IDLE)],
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(state_dir), "LANG": "C",
                      **session_environment(state_dir)},
                 cwd=state_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         while not listening(socket_file) and deadline.left() > 0:
+            if daemon.poll() is not None:
+                lines = log_file.read_text(errors="replace").strip().splitlines()
+                raise RuntimeError(f"libvirtd exited ({lines[-1] if lines else daemon.returncode}); "
+                                   f"see {log_file}")
             time.sleep(0.02)
     return f"qemu+unix:///session?socket={socket_file}"
 
