@@ -789,13 +789,13 @@ def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | No
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--uri", help=f"libvirt URI (knob {KNOB_URI}; default {DEFAULT_URI}).")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("-uri", "--uri", help=f"libvirt URI (knob {KNOB_URI}; default {DEFAULT_URI}).")
+@click.option("-state-dir", "--state-dir", type=click.Path(path_type=Path, file_okay=False),
               help=f"libvirt session files and the probe cache (knob {KNOB_STATE_DIR}; "
                    "default a private folder in the temp directory).")
-@click.option("--script-dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("-script-dir", "--script-dir", type=click.Path(path_type=Path, file_okay=False),
               help=f"admin scripts, one per script-managed hypervisor (knob {KNOB_SCRIPT_DIR}).")
-@click.option("--timeout", type=click.FloatRange(min=0.1),
+@click.option("-timeout", "--timeout", type=click.FloatRange(min=0.1),
               help=f"seconds for the whole discovery (default {DEFAULT_TIMEOUT:g}); a longer one "
                    "once by hand warms libvirt's caches.")
 @click.version_option(__version__, prog_name="condor_vm_discover")
