@@ -43,6 +43,11 @@ LIBVIRT_HYPERVISORS = frozenset({
 STOCK_VM_TYPES = ("kvm", "xen")
 
 
+# spec.extras keys that say how the guest wants to be run, emitted as VM_<HV>_ATTR_<KEY>; the other
+# extras are facts about the source (image CIDs, appliance product names) and stay in the spec file.
+HYPERVISOR_WISHES = frozenset({"os_type", "cpu_mode", "cpu_model", "scsi_controller"})
+
+
 @dataclass(frozen=True)
 class Note:
     """Something the translation dropped, defaulted or changed, naming the source element."""
@@ -387,7 +392,7 @@ class _Builder:
         self.attr("VM_ATTR_NIC_MODELS", ",".join(self.nic_models()))
         self.attr("VM_ATTR_KERNEL_BOOT", spec.kernel_boot is not None)
         self.attr("VM_ATTR_DISKS_TRANSFERRED", self.options.transfer_disks)
-        wishes = dict(spec.extras)
+        wishes = {key: value for key, value in spec.extras.items() if key in HYPERVISOR_WISHES}
         if spec.machine:
             wishes["machine"] = spec.machine
         if hypervisor == ANY_HYPERVISOR:
