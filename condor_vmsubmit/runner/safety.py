@@ -9,7 +9,8 @@ What is refused, and why:
 
 * hypervisor pass-through: any element of a libvirt hypervisor namespace
   (``qemu:commandline``, ``qemu:env``, ``qemu:override`` ...) or any other foreign
-  namespace outside ``<metadata>``; a custom ``<emulator>``; ``<bootloader>``;
+  namespace outside ``<metadata>``; a custom ``<emulator>`` (anything but the host's own
+  ``/usr/bin/qemu-system-*``, which ``virsh dumpxml`` writes into every domain); ``<bootloader>``;
   interface ``<script>``/``<downscript>``; a virtiofs ``<binary>``;
 * security labels: ``<seclabel>`` anywhere; cgroup placement (``<resource>``);
 * host devices: ``<hostdev>``, ``<redirdev>``, ``<shmem>``, passthrough/evdev input,
@@ -18,7 +19,9 @@ What is refused, and why:
   drives (block cdrom/floppy disks) unless the admin allows them (VMSUBMIT_ALLOW_HOST_MEDIA);
 * host paths: every disk, filesystem, character device, loader, nvram, kernel,
   initrd, dtb, ACPI table, fw_cfg entry, log file, audio file, nvdimm source and
-  socket must be an absolute path that, symlinks resolved, lies in the sandbox;
+  socket must be an absolute path that, symlinks resolved, lies in the sandbox
+  (except a read-only loader or an nvram template from the host's firmware packages
+  under /usr/share);
 * disk images: a disk with a source and no explicit ``<driver type>`` (libvirt must
   never guess the format of an untrusted image), formats the runner cannot inspect,
   images with a backing file, an external data file or VMDK extents outside the
@@ -54,6 +57,9 @@ from condor_vmsubmit.formats.diskimage import read_image
 
 LIBVIRT_NS_PREFIX = "http://libvirt.org/schemas/domain/"
 LOOPBACK = "127.0.0.1"
+SYSTEM_FIRMWARE_DIR = "/usr/share/"
+# The host's QEMU system emulators (what libvirt itself picks); any other <emulator> is custom.
+_SYSTEM_EMULATOR = re.compile(r"/usr/(?:bin/qemu-system-[\w.-]+|bin/qemu-kvm|libexec/qemu-kvm)")
 
 # Disk image formats whose headers the runner reads (formats.diskimage) to rule out hidden files.
 CHECKABLE_FORMATS = ("raw", "iso", "qcow2", "vmdk")
@@ -181,11 +187,34 @@ def _path_reasons(element: etree._Element, parent_tag: str | None, context: _Con
                 yield from _outside(value, f"{attribute}=", context)
     for attribute, value in element.attrib.items():
         if (element.tag, attribute) in _PATH_ATTRS and not (element.tag == "target" and parent_tag != "lease"):
+            if (element.tag, attribute) == ("nvram", "template") and _system_firmware(value):
+                continue  # a read-only template libvirt copies into the VM's own nvram
             yield from _outside(value, f"{attribute}=", context)
     if (parent_tag, element.tag) in _PATH_TEXT and (element.text or "").strip():
         if parent_tag == "source" and element.getparent().getparent().tag != "memory":
             return
+        if element.tag == "loader" and element.get("readonly") == "yes" and _system_firmware(element.text.strip()):
+            return
         yield from _outside(element.text.strip(), "", context)
+
+
+def _system_firmware(value: str) -> bool:
+    """A firmware file the host's packages installed (OVMF, AAVMF, SeaBIOS under /usr/share):
+    world-readable, so a guest may map it read-only.
+
+    >>> _system_firmware("/usr/share/../../etc/passwd"), _system_firmware("/etc/passwd")
+    (False, False)
+    """
+    real = os.path.realpath(value) if value.startswith("/") else ""
+    return real.startswith(SYSTEM_FIRMWARE_DIR) and os.path.isfile(real)
+
+
+def _emulator(element: etree._Element, _context: _Context) -> Iterator[str]:
+    """Only the host's own QEMU system emulators; anything else would run a program of the user's choosing."""
+    path = (element.text or "").strip()
+    real = os.path.realpath(path) if path.startswith("/") else ""
+    if not (_SYSTEM_EMULATOR.fullmatch(real) and os.access(real, os.X_OK)):
+        yield f"emulator '{path}' is not one of the host's QEMU system emulators; leave <emulator> out"
 
 
 def _outside(value: str, label: str, context: _Context) -> Iterator[str]:
@@ -424,7 +453,7 @@ def _backing_store(element: etree._Element, _context: _Context) -> Iterator[str]
 
 
 _RULES: dict[str, Callable[[etree._Element, _Context], Iterator[str]]] = {
-    "emulator": _always("a custom emulator would run a host program of the user's choosing"),
+    "emulator": _emulator,
     "bootloader": _always("a host bootloader program is not allowed"),
     "seclabel": _always("security labels are set by the host, not the job"),
     "resource": _always("cgroup partitions are set by the host, not the job"),
