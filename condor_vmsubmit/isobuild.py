@@ -119,14 +119,14 @@ def _full_iso_name(stem: str, extension: str, is_dir: bool) -> str:
 
 
 def joliet_name(name: str, taken: set[str]) -> str:
-    """The Joliet name: the real one, Windows-forbidden characters replaced, cut to what
+    """The Joliet name: the real one, Windows-forbidden and control characters replaced, cut to what
     Joliet holds, unique among ``taken`` (compared without case, as Windows does).
 
     >>> taken = set()
-    >>> joliet_name("a:b.txt", taken), joliet_name("A_b.txt", taken)
-    ('a_b.txt', 'A_b_2.txt')
+    >>> joliet_name("a:b.txt", taken), joliet_name("A_b.txt", taken), joliet_name("new\\nline", taken)
+    ('a_b.txt', 'A_b_2.txt', 'new_line')
     """
-    clean = re.sub(r'[*/:;?\\<>|"]', "_", name)
+    clean = re.sub(r'[\x00-\x1f*/:;?\\<>|"]', "_", name)
     stem, dot, extension = clean.rpartition(".") if "." in clean.lstrip(".") else (clean, "", "")
     candidate, number = _fit(stem, dot + extension), 1
     while candidate.lower() in taken:
@@ -217,9 +217,11 @@ def build_iso(folder: Path, output: Path, label: str | None = None) -> BuiltIso:
         try:
             _add_entries(iso, entries)
             iso.write(str(output))
-        except OSError as error:
-            raise InputError(f"cannot build the ISO image: {error.strerror}",
-                             path=error.filename or output) from None
+        except (OSError, pycdlib.pycdlibexception.PyCdlibException) as error:
+            output.unlink(missing_ok=True)
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise InputError(f"cannot build the ISO image of {folder}: {reason}",
+                             path=getattr(error, "filename", None) or output) from None
         finally:
             iso.close()
     files = sum(1 for entry in entries if entry.kind == "file")
