@@ -52,8 +52,8 @@ from typing import Callable, Iterable, Iterator
 
 from lxml import etree
 
-from condor_vmsubmit.errors import VMSubmitError
-from condor_vmsubmit.formats.diskimage import read_image
+from ..errors import VMSubmitError
+from ..formats.diskimage import read_image
 
 LIBVIRT_NS_PREFIX = "http://libvirt.org/schemas/domain/"
 LOOPBACK = "127.0.0.1"

@@ -14,11 +14,11 @@ from pathlib import Path, PurePosixPath
 
 import classad2
 
-from condor_vmsubmit.errors import VMSubmitError
-from condor_vmsubmit.formats.diskimage import read_image
-from condor_vmsubmit.spec import Disk, VMSpec
-from condor_vmsubmit.translate import request_memory_mib
-from condor_vmsubmit.units import human_bytes
+from ..errors import VMSubmitError
+from ..formats.diskimage import read_image
+from ..spec import Disk, VMSpec
+from ..translate import request_memory_mib
+from ..units import human_bytes
 
 ANY_HYPERVISOR = "any"
 # Formats libvirt accepts for a disk that QEMU reads as plain bytes.
