@@ -76,11 +76,22 @@ class Session:
         try:
             if self.uri is None:
                 self._start_private_daemon()
-            self.connection = libvirt.open(self.uri)
+            self.connection = self._open()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _open(self) -> libvirt.virConnect:
+        """Connect; a fresh daemon may have made its socket a moment before it listens."""
+        deadline = time.monotonic() + (SOCKET_WAIT_SECONDS if self.guardian else 0)
+        while True:
+            try:
+                return libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                if time.monotonic() > deadline or (self.guardian and self.guardian.poll() is not None):
+                    raise SessionError(f"cannot connect to {self.uri}: {exc.get_error_message()}") from None
+            time.sleep(0.05)
 
     def _start_private_daemon(self) -> None:
         self.sandbox_state.mkdir(mode=0o700, exist_ok=True)
