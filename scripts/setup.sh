@@ -8,7 +8,7 @@ VENV=${VMSUBMIT_VENV:-$REPO/.venv}
 # a kernel and busybox for the tiny test guest, and what builds libvirt-python.
 DEBIAN_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev libvirt0 pkg-config
-  qemu-system-x86 qemu-utils virtinst linux-image-cloud-amd64 busybox-static cpio
+  qemu-system-x86 qemu-utils virtinst linux-image-cloud-amd64 busybox-static cpio genisoimage
   python3 python3-venv python3-dev gcc
 )
 
