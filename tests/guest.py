@@ -13,10 +13,13 @@ import importlib.util
 import os
 import shutil
 import signal
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Callable
 
@@ -70,11 +73,41 @@ def runner_env(sandbox: Path) -> dict[str, str]:
     return env
 
 
-def start_runner(sandbox: Path, *args: str) -> subprocess.Popen:
+def start_runner(sandbox: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """``condor_vm_runner`` as the starter runs it, in a process group of its own."""
     return subprocess.Popen([sys.executable, "-m", "condor_vmsubmit.runner", *args], cwd=sandbox,
-                            env=runner_env(sandbox), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**runner_env(sandbox), **(extra_env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
+
+
+class FakeChirp:
+    """A chirp server as the starter runs one, recording what the job sends (``set_job_attr``,
+    ``ulog``), URL-unquoted, in ``self.commands``."""
+
+    def __init__(self, folder: Path):
+        self.commands: list[str] = []
+        server = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                for line in self.rfile:
+                    server.commands.append(urllib.parse.unquote(line.decode().strip()))
+                    self.wfile.write(b"0\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.config = folder / ".chirp.config"
+        self.config.write_text(f"127.0.0.1 {self.server.server_address[1]} secret-cookie\n")
+
+    def attrs(self, name: str) -> list[str]:
+        """The values set for job attribute ``name``, in order."""
+        prefix = f"set_job_attr {name} "
+        return [c[len(prefix):] for c in self.commands if c.startswith(prefix)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def console(sandbox: Path) -> str:

@@ -17,7 +17,7 @@ import pytest
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.runner.render import domain_name
 
-from guest import (console, counts, descendants, guest_builder, make_sandbox, processes_mentioning, qemu_of,
+from guest import (FakeChirp, console, counts, descendants, guest_builder, make_sandbox, processes_mentioning, qemu_of,
                     start_runner, stop_and_clean, wait_for)
 
 pytestmark = pytest.mark.guest
@@ -48,9 +48,10 @@ def sandboxes():
         stop_and_clean(runner, sandbox)
 
 
-def run_guest(guest_dir: Path, sandboxes: list, script: str, job_id: str, *args: str, **kwargs):
+def run_guest(guest_dir: Path, sandboxes: list, script: str, job_id: str, *args: str,
+              extra_env: dict[str, str] | None = None, **kwargs):
     sandbox = make_sandbox(guest_dir, script, job_id=job_id, **kwargs)
-    runner = start_runner(sandbox, *args)
+    runner = start_runner(sandbox, *args, extra_env=extra_env)
     sandboxes.append((runner, sandbox))
     return runner, sandbox
 
@@ -138,6 +139,30 @@ def test_three_guests_at_once_keep_to_themselves(guest_dir, sandboxes):
         assert "replayed as user-mode networking" not in stderr
     for n, (_, sandbox) in zip((3, 4, 5), runs):
         assert_nothing_left(f"5.{n}", sandbox)
+
+
+def test_usage_and_hold_reasons_reach_the_job_ad_through_chirp(guest_dir, sandboxes, tmp_path):
+    chirp = FakeChirp(tmp_path)
+    try:
+        runner, _ = run_guest(guest_dir, sandboxes, "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; exit 0",
+                              "8.0", "--usage-interval", "1", extra_env={"_CONDOR_CHIRP_CONFIG": str(chirp.config)})
+        _, stderr = runner.communicate(timeout=BOOT)
+        assert runner.returncode == 0, stderr
+        assert "cookie secret-cookie" in chirp.commands
+        cpu = [int(v) for v in chirp.attrs("VMCpuSeconds")]
+        assert cpu and cpu[-1] >= 1, chirp.commands
+        assert [int(v) for v in chirp.attrs("VMMemoryBytes")][-1] == 128 << 20
+        assert "usage:" not in stderr  # with chirp, usage goes to the job ad
+
+        xml = guest_builder().domain_xml("hostile").replace("<devices>", "<devices><emulator>/tmp/x</emulator>")
+        runner, _ = run_guest(guest_dir, sandboxes, "exit 0", "8.1", domain_xml=xml,
+                              extra_env={"_CONDOR_CHIRP_CONFIG": str(chirp.config)})
+        runner.communicate(timeout=60)
+        assert runner.returncode == jobcontract.EXIT_REFUSED
+        reason = chirp.attrs(jobcontract.HOLD_REASON_ATTR)
+        assert len(reason) == 1 and "emulator" in reason[0] and reason[0].startswith('"refused:')
+    finally:
+        chirp.close()
 
 
 HOSTILE = {
