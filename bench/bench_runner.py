@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from guest import counts, guest_builder, make_sandbox, runner_env, start_runner  # noqa: E402
+from guest import counts, guest_builder, make_sandbox, start_runner  # noqa: E402
 
 from condor_vmsubmit import jobcontract  # noqa: E402
 from condor_vmsubmit.runner import guard  # noqa: E402

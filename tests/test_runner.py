@@ -7,7 +7,6 @@ The guest (examples/guest) runs the shell script on its job disk, prints
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import TextIO
 
-from ..translate import classad_string
+from ..classads import classad_string
 
 
 class Reporter:

@@ -14,7 +14,6 @@ import queue
 import re
 import signal
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,10 +22,10 @@ import libvirt
 from lxml import etree
 
 from .. import jobcontract
-from ..errors import VMSubmitError
 from ..policy import Policy, apply_policy
 from .chirp import Reporter
-from .render import render_spec, replay_domain, to_text, write_domain
+from .guard import node_cache
+from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
 from .sandbox import Job
 from .session import Session
@@ -34,7 +33,6 @@ from .usage import UsageReporter, sample
 from .verify import verify_match
 
 EXIT_INTERRUPTED = 130
-RENDERED_XML = "domain.xml"  # inside the state folder: what was started, for the user and the bench
 _EXIT_STATUS = re.compile(re.escape(jobcontract.GUEST_EXIT_MARKER) + r"(\d+)")
 
 
@@ -84,16 +82,18 @@ def kvm_usable(machine_ad_hypervisors: list[str] | None) -> bool:
     if not os.path.exists("/dev/kvm"):
         return False
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    cache = Path(tempfile.gettempdir(), f"condor_vm_runner-{os.geteuid()}-kvm")
-    if cache.exists() and cache.read_text().split()[:1] == [boot_id]:
-        return cache.read_text().split()[1] == "yes"
+    folder = node_cache()
+    cache = folder / "kvm" if folder is not None else None
+    if cache is not None and cache.is_file() and cache.read_text().split()[:1] == [boot_id]:
+        return cache.read_text().split()[1:] == ["yes"]
     from ..kvmprobe import boot_probe, probe_rom
 
     with tempfile.TemporaryDirectory() as tmp:
         rom = Path(tmp, "probe.rom")
         rom.write_bytes(probe_rom())
         ok = boot_probe("/usr/bin/qemu-system-x86_64", "kvm", rom).ok
-    cache.write_text(f"{boot_id} {'yes' if ok else 'no'}\n")
+    if cache is not None:
+        cache.write_text(f"{boot_id} {'yes' if ok else 'no'}\n")
     return ok
 
 
@@ -188,7 +188,10 @@ def watch(session: Session, domain: libvirt.virDomain, events: queue.Queue, sign
         if signals.checkpoint:
             return checkpoint(domain, job)
         if signals.interrupt:
-            domain.destroy()
+            try:
+                domain.destroy()
+            except libvirt.libvirtError:
+                pass  # it ended by itself meanwhile
             return Outcome(EXIT_INTERRUPTED, "interrupted")
         if usage.due():
             usage.report(sample(session.connection, domain))
@@ -237,8 +240,6 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
     root = prepare(job, options, reporter)
     usage = UsageReporter(reporter, options.usage_interval)
     with Session(job.sandbox.state_dir, options.uri) as session:
-        if session.state_dir is not None:
-            write_domain(root, session.state_dir / RENDERED_XML)
         events: queue.Queue = queue.Queue()
         session.connection.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,

@@ -208,7 +208,3 @@ def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, j
 def to_text(root: etree._Element) -> str:
     return etree.tostring(root, encoding="unicode", pretty_print=True)
 
-
-def write_domain(root: etree._Element, path: Path) -> None:
-    """Keep the XML the runner started in the sandbox (for the user and for ``virsh create``)."""
-    path.write_text(to_text(root))

@@ -8,7 +8,6 @@ is found in the sandbox under its base name (:meth:`Sandbox.file`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Mapping

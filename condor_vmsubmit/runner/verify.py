@@ -17,7 +17,7 @@ import classad2
 from ..errors import VMSubmitError
 from ..formats.diskimage import read_image
 from ..spec import Disk, VMSpec
-from ..translate import request_memory_mib
+from ..jobcontract import request_memory_mib
 from ..units import human_bytes
 
 ANY_HYPERVISOR = "any"
