@@ -50,7 +50,7 @@ from . import __version__, jobcontract
 from .cli.common import CONTEXT_SETTINGS, reports_errors
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
-from .translate import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
+from .classads import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
 
 T = TypeVar("T")
 FactValue = int | bool | tuple[str, ...]

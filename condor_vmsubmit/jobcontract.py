@@ -6,6 +6,8 @@ each one for users and admins.
 
 from __future__ import annotations
 
+import math
+
 # The normalized spec travels with the job under this name in the sandbox.
 SPEC_FILE = "vmspec.json"
 # A libvirt-sourced job also carries the user's domain XML, replayed as faithfully as safety allows.
@@ -44,3 +46,14 @@ CONSOLE_LOG_FILE = "vm-console.log"
 # A guest reports its exit status by printing this marker and a number on its serial console
 # before it powers off (docs/runner.md); the runner passes the number through as its exit code.
 GUEST_EXIT_MARKER = "condor-vm-exit-status="
+
+
+def request_memory_mib(memory_bytes: int) -> int:
+    """Guest memory plus QEMU's overhead (jobcontract), in whole MiB.
+
+    >>> request_memory_mib(1024 * 2**20)
+    1383
+    """
+    total = (memory_bytes + QEMU_OVERHEAD_BYTES
+             + memory_bytes * QEMU_OVERHEAD_FRACTION)
+    return math.ceil(total / 2**20)

@@ -24,6 +24,8 @@ from typing import Iterable, Literal
 
 from . import jobcontract
 from .errors import InputError, TargetError
+from .classads import (ANY_HYPERVISOR, classad_string, hypervisor_attr, submit_safe, vm_type_for)
+from .jobcontract import request_memory_mib
 from .spec import Disk, VMSpec
 
 Target = Literal["runner", "vm-universe"]
@@ -31,14 +33,6 @@ TARGETS: tuple[Target, ...] = ("runner", "vm-universe")
 Level = Literal["note", "warning"]
 
 MIB = 1024 * 1024
-ANY_HYPERVISOR = "any"
-LIBVIRT_MANAGED = "libvirt-managed"
-SCRIPT_MANAGED = "script-managed"
-# libvirt's domain types (domain.rng): a hypervisor outside this set is script-managed.
-LIBVIRT_HYPERVISORS = frozenset({
-    "qemu", "kqemu", "kvm", "xen", "lxc", "uml", "openvz", "test", "vmware", "hyperv",
-    "vbox", "phyp", "vz", "bhyve", "ch",
-})
 # The stock VM universe knows these vm_type values (vmware was removed in HTCondor 10).
 STOCK_VM_TYPES = ("kvm", "xen")
 
@@ -128,71 +122,11 @@ def translate(spec: VMSpec, options: TranslateOptions = TranslateOptions()) -> S
 
 # --- ClassAd and submit-language quoting -------------------------------------------------------
 
-_CLASSAD_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
-
-def classad_string(text: str) -> str:
-    r"""A ClassAd string literal for ``text``, safe as a submit-file value.
-
-    ``$`` becomes ``$(DOLLAR)`` so condor_submit does not expand macros in it.
-
-    >>> print(classad_string('say "hi" \\ $(HOME)'))
-    "say \"hi\" \\ $(DOLLAR)(HOME)"
-    """
-    quoted = "".join(_CLASSAD_ESCAPES.get(ch, ch) for ch in text)
-    return '"' + submit_safe(quoted) + '"'
-
-
-def submit_safe(text: str) -> str:
-    """A plain submit-file value: ``$`` kept literal, no line breaks allowed.
-
-    >>> submit_safe("/data/$x/disk.img")
-    '/data/$(DOLLAR)x/disk.img'
-    """
-    if "\n" in text or "\r" in text:
-        raise InputError(f"a line break cannot appear in a submit command value: {text!r}")
-    return text.replace("$", "$(DOLLAR)")
 
 
 def classad_bool(value: bool) -> str:
     return "true" if value else "false"
-
-
-def attribute_part(name: str) -> str:
-    """An upper-case ClassAd attribute name fragment.
-
-    >>> attribute_part("qemu-direct")
-    'QEMU_DIRECT'
-    """
-    part = re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
-    return part if part and not part[0].isdigit() else f"_{part}"
-
-
-def hypervisor_attr(hypervisor: str, name: str) -> str:
-    """``VM_<HV>_ATTR_<NAME>``, the name of a hypervisor-specific fact or wish.
-
-    >>> hypervisor_attr("qemu", "max_vcpus")
-    'VM_QEMU_ATTR_MAX_VCPUS'
-    """
-    return f"VM_{attribute_part(hypervisor)}_ATTR_{attribute_part(name)}"
-
-
-def request_memory_mib(memory_bytes: int) -> int:
-    """Guest memory plus QEMU's overhead (jobcontract), in whole MiB.
-
-    >>> request_memory_mib(1024 * MIB)
-    1383
-    """
-    total = (memory_bytes + jobcontract.QEMU_OVERHEAD_BYTES
-             + memory_bytes * jobcontract.QEMU_OVERHEAD_FRACTION)
-    return math.ceil(total / MIB)
-
-
-def vm_type_for(hypervisor: str) -> str:
-    """``libvirt-managed`` for libvirt's domain types and ``any``, else ``script-managed``."""
-    if hypervisor == ANY_HYPERVISOR or hypervisor in LIBVIRT_HYPERVISORS:
-        return LIBVIRT_MANAGED
-    return SCRIPT_MANAGED
 
 
 def safe_file_stem(name: str) -> str:
@@ -488,7 +422,7 @@ class _Builder:
         for index, disk in enumerate(self.spec.disks):
             where = self.disk_element(index, disk)
             if disk.source_type != "file" or not disk.source:
-                self.note(where, f"dropped: the stock VM universe takes only disk image files", "warning")
+                self.note(where, "dropped: the stock VM universe takes only disk image files", "warning")
                 continue
             if disk.device != "disk":
                 self.note(where, f"the stock VM universe has no {disk.device}: attached as a read-only disk",

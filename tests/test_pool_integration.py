@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit import jobcontract
-from condor_vmsubmit.translate import request_memory_mib
+from condor_vmsubmit.jobcontract import request_memory_mib
 
 
 def pool_reachable() -> str | None:

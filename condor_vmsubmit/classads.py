@@ -1,0 +1,69 @@
+"""Names and values that job ads and machine ads share: the submit side writes them, discovery
+advertises them, the runner reads them.  See docs/attributes.md.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InputError
+
+ANY_HYPERVISOR = "any"
+LIBVIRT_MANAGED = "libvirt-managed"
+SCRIPT_MANAGED = "script-managed"
+# libvirt's domain types (domain.rng): a hypervisor outside this set is script-managed.
+LIBVIRT_HYPERVISORS = frozenset({
+    "qemu", "kqemu", "kvm", "xen", "lxc", "uml", "openvz", "test", "vmware", "hyperv",
+    "vbox", "phyp", "vz", "bhyve", "ch",
+})
+
+_CLASSAD_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def classad_string(text: str) -> str:
+    r"""A ClassAd string literal for ``text``, safe as a submit-file value.
+
+    ``$`` becomes ``$(DOLLAR)`` so condor_submit does not expand macros in it.
+
+    >>> print(classad_string('say "hi" \\ $(HOME)'))
+    "say \"hi\" \\ $(DOLLAR)(HOME)"
+    """
+    quoted = "".join(_CLASSAD_ESCAPES.get(ch, ch) for ch in text)
+    return '"' + submit_safe(quoted) + '"'
+
+
+def submit_safe(text: str) -> str:
+    """A plain submit-file value: ``$`` kept literal, no line breaks allowed.
+
+    >>> submit_safe("/data/$x/disk.img")
+    '/data/$(DOLLAR)x/disk.img'
+    """
+    if "\n" in text or "\r" in text:
+        raise InputError(f"a line break cannot appear in a submit command value: {text!r}")
+    return text.replace("$", "$(DOLLAR)")
+
+
+def attribute_part(name: str) -> str:
+    """An upper-case ClassAd attribute name fragment.
+
+    >>> attribute_part("qemu-direct")
+    'QEMU_DIRECT'
+    """
+    part = re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
+    return part if part and not part[0].isdigit() else f"_{part}"
+
+
+def hypervisor_attr(hypervisor: str, name: str) -> str:
+    """``VM_<HV>_ATTR_<NAME>``, the name of a hypervisor-specific fact or wish.
+
+    >>> hypervisor_attr("qemu", "max_vcpus")
+    'VM_QEMU_ATTR_MAX_VCPUS'
+    """
+    return f"VM_{attribute_part(hypervisor)}_ATTR_{attribute_part(name)}"
+
+
+def vm_type_for(hypervisor: str) -> str:
+    """``libvirt-managed`` for libvirt's domain types and ``any``, else ``script-managed``."""
+    if hypervisor == ANY_HYPERVISOR or hypervisor in LIBVIRT_HYPERVISORS:
+        return LIBVIRT_MANAGED
+    return SCRIPT_MANAGED
