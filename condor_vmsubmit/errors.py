@@ -8,6 +8,8 @@ Exit codes (documented in docs/exit-codes.md):
 * 4 -- the input is refused as unsafe (entity expansion, escaping paths, backing files ...)
 * 5 -- the admin policy rejected the VM
 * 6 -- the chosen target cannot express the VM and ``--strict`` was given
+* 7 -- ``condor_vm_control``: no VM runs in the sandbox
+* 8 -- ``condor_vm_control``: the running VM did not do what was asked
 """
 
 from __future__ import annotations
@@ -63,3 +65,15 @@ class TargetError(VMSubmitError):
     """The target cannot express the VM (raised under ``--strict``)."""
 
     exit_code = 6
+
+
+class NoGuestError(VMSubmitError):
+    """No VM of a condor_vmsubmit job runs in the sandbox (``condor_vm_control``)."""
+
+    exit_code = 7
+
+
+class ControlError(VMSubmitError):
+    """The running VM did not do what ``condor_vm_control`` asked."""
+
+    exit_code = 8
