@@ -116,8 +116,9 @@ def console(sandbox: Path) -> str:
 
 
 def counts(sandbox: Path) -> list[int]:
-    """The numbers the counting guest printed so far (``count=N`` lines)."""
-    return [int(line.split("=")[1]) for line in console(sandbox).splitlines()
+    """The numbers the counting guest printed so far (complete ``count=N`` lines)."""
+    complete = console(sandbox).split("\n")[:-1]
+    return [int(line.split("=")[1]) for line in complete
             if line.startswith("count=") and line.split("=")[1].strip().isdigit()]
 
 

@@ -36,6 +36,7 @@ INIT = r"""#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+hostname condor-vm-guest
 for module in $(cat /lib/modules/load-order); do insmod "/lib/modules/$module" 2>/dev/null; done
 echo "condor-vm-guest: up"
 status=0
