@@ -16,7 +16,6 @@ import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import libvirt
 from lxml import etree
@@ -216,13 +215,12 @@ def checkpoint(domain: libvirt.virDomain, job: Job) -> Outcome:
     return Outcome(jobcontract.EXIT_CHECKPOINTED)
 
 
-def run(job: Job, options: Options, reporter: Reporter,
-        on_started: Callable[[libvirt.virDomain], None] | None = None) -> int:
+def run(job: Job, options: Options, reporter: Reporter) -> int:
     """Run the job's guest to its end; the runner's exit code."""
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     signals = Signals()
     try:
-        outcome = _run(job, options, reporter, signals, on_started)
+        outcome = _run(job, options, reporter, signals)
     except Stop as stop:
         outcome = stop.outcome
     finally:
@@ -235,8 +233,7 @@ def run(job: Job, options: Options, reporter: Reporter,
     return outcome.code
 
 
-def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
-         on_started: Callable[[libvirt.virDomain], None] | None) -> Outcome:
+def _run(job: Job, options: Options, reporter: Reporter, signals: Signals) -> Outcome:
     root = prepare(job, options, reporter)
     usage = UsageReporter(reporter, options.usage_interval)
     with Session(job.sandbox.state_dir, options.uri) as session:
@@ -244,9 +241,9 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
         session.connection.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
             lambda _c, dom, event, detail, q: q.put((dom.UUIDString(), event, detail)), events)
+        if signals.checkpoint and job.sandbox.save_file.exists():
+            return Outcome(jobcontract.EXIT_CHECKPOINTED)  # the saved state is still the guest's state
         if signals.checkpoint or signals.interrupt:
             return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
         domain = start(session, root, job, reporter)
-        if on_started:
-            on_started(domain)
         return watch(session, domain, events, signals, job, usage)
