@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socketserver
@@ -19,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Callable
 
@@ -82,7 +82,7 @@ def start_runner(sandbox: Path, *args: str, extra_env: dict[str, str] | None = N
 
 class FakeChirp:
     """A chirp server as the starter runs one, recording what the job sends (``set_job_attr``,
-    ``ulog``), URL-unquoted, in ``self.commands``."""
+    ``ulog``), with chirp's backslash escapes undone, in ``self.commands``."""
 
     def __init__(self, folder: Path):
         self.commands: list[str] = []
@@ -91,7 +91,7 @@ class FakeChirp:
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 for line in self.rfile:
-                    server.commands.append(urllib.parse.unquote(line.decode().strip()))
+                    server.commands.append(re.sub(r"\\(.)", r"\1", line.decode().rstrip("\n")))
                     self.wfile.write(b"0\n")
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)

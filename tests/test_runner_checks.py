@@ -1,0 +1,99 @@
+"""The runner's checks before any guest starts: input it cannot use, a slot that does not fit,
+the admin policy (HTCondor knobs, here from the environment) -- exit codes and one-line reasons."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from condor_vmsubmit import jobcontract
+from condor_vmsubmit.spec import Nic
+
+from guest import FakeChirp, console, guest_builder, guest_spec, make_sandbox, start_runner
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def guest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path("/usr/sbin/libvirtd").exists():
+        pytest.skip("libvirtd is not installed")
+    out = tmp_path_factory.mktemp("guest")
+    guest_builder().build_guest(out)
+    return out
+
+
+@pytest.fixture
+def sandboxes():
+    """Make sandboxes that are removed after the test."""
+    made: list[Path] = []
+
+    def make(*args, **kwargs) -> Path:
+        made.append(make_sandbox(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for sandbox in made:
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def finish(runner: subprocess.Popen) -> tuple[int, str]:
+    _, stderr = runner.communicate(timeout=120)
+    return runner.returncode, stderr
+
+
+def test_without_the_starters_ads_the_runner_says_so_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "condor_vmsubmit.runner"], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == jobcontract.EXIT_START_FAILED
+    assert done.stderr.strip() == ("condor_vm_runner: error: $_CONDOR_JOB_AD is not set: the runner runs as "
+                                   "an HTCondor job's executable (or through --local)")
+
+
+def test_a_broken_spec_file_is_one_line(guest_dir, sandboxes):
+    sandbox = sandboxes(guest_dir, "exit 0", job_id="20.0")
+    (sandbox / jobcontract.SPEC_FILE).write_text("{not json")
+    code, stderr = finish(start_runner(sandbox))
+    assert code == jobcontract.EXIT_START_FAILED
+    assert stderr.startswith("condor_vm_runner: error: ") and f"{jobcontract.SPEC_FILE}: not a VM spec" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_slot_too_small_holds_the_job_before_anything_starts(guest_dir, sandboxes):
+    sandbox = sandboxes(guest_dir, "exit 0", job_id="21.0")
+    (sandbox / "machine.ad").write_text('Memory = 200\nCpus = 1\nVM_HYPERVISORS = { "qemu" }\n')
+    code, stderr = finish(start_runner(sandbox))
+    assert code == jobcontract.EXIT_MISMATCH
+    assert "this slot has 200 MiB" in stderr
+    assert not (sandbox / jobcontract.CONSOLE_LOG_FILE).exists()
+
+
+def test_the_admin_policy_can_refuse_the_vm(guest_dir, sandboxes):
+    sandbox = sandboxes(guest_dir, "exit 0", job_id="22.0")
+    code, stderr = finish(start_runner(sandbox, extra_env={"_CONDOR_VMSUBMIT_MAX_MEMORY_MB": "64"}))
+    assert code == jobcontract.EXIT_REFUSED
+    assert "admin policy" in stderr and "64" in stderr
+    assert not (sandbox / jobcontract.CONSOLE_LOG_FILE).exists()
+
+
+@pytest.mark.guest
+def test_the_admin_policy_can_change_the_vm_and_the_job_ad_says_what(guest_dir, sandboxes, tmp_path):
+    spec = replace(guest_spec(), nics=(Nic(model="virtio", link="up"),))
+    sandbox = sandboxes(guest_dir, "ip link set eth0 up; sleep 0.5; cat /sys/class/net/eth0/carrier; exit 0", job_id="23.0", spec=spec)
+    chirp = FakeChirp(tmp_path)
+    try:
+        code, stderr = finish(start_runner(sandbox, extra_env={
+            "_CONDOR_CHIRP_CONFIG": str(chirp.config),
+            "_CONDOR_VMSUBMIT_POLICY_XSLT": str(REPO / "examples" / "policy" / "link-down.xsl")}))
+        assert code == 0, stderr
+        changes = chirp.attrs(jobcontract.POLICY_CHANGES_ATTR)
+        assert len(changes) == 1 and "link" in changes[0], chirp.commands
+        assert any(c.startswith("ulog admin policy changed the VM") for c in chirp.commands), chirp.commands
+        assert "0" in console(sandbox).splitlines(), console(sandbox)  # eth0 has no carrier: link down
+    finally:
+        chirp.close()
