@@ -63,11 +63,12 @@ def assert_nothing_left(job_id: str, sandbox: Path) -> None:
 
 
 def test_guest_exit_status_becomes_the_exit_code(guest_dir, sandboxes):
-    runner, sandbox = run_guest(guest_dir, sandboxes, "echo hello from the job; exit 7", "1.0",
-                                "--usage-interval", "1")
+    script = "ip link set eth0 up; sleep 0.5; echo carrier=$(cat /sys/class/net/eth0/carrier); echo hello; exit 7"
+    runner, sandbox = run_guest(guest_dir, sandboxes, script, "1.0", "--usage-interval", "1")
     _, stderr = runner.communicate(timeout=BOOT)
     assert runner.returncode == 7, stderr
-    assert "hello from the job" in console(sandbox)
+    assert "hello" in console(sandbox).splitlines()
+    assert "carrier=0" in console(sandbox).splitlines()  # the spec's NIC has its link down
     assert "condor-vm-exit-status=7" in console(sandbox)
     assert "usage: VMCpuSeconds=" in stderr
     assert_nothing_left("1.0", sandbox)
