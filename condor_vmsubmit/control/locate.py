@@ -1,0 +1,116 @@
+"""Find the runner of the job whose sandbox we are in, and the per-job libvirt session it started.
+
+``condor_ssh_to_job`` puts the user in the job's sandbox as the job's user, next to the
+runner's processes.  The runner is the process running ``condor_vm_runner`` (or
+``python -m condor_vmsubmit.runner``) in the sandbox; its guardian
+(``python -m condor_vmsubmit.runner.guard STATE_DIR RUNNER_PID``, see
+:mod:`condor_vmsubmit.runner.guard`) names the session's state folder, whose socket is the
+job's own ``qemu:///session``.  Reading ``/proc`` needs no cooperation from the runner and can
+never find another job's VM: a session belongs to the runner whose pid its guardian names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from ..runner import guard
+from ..runner.sandbox import STATE_DIR
+
+GUARD_MODULE = "condor_vmsubmit.runner.guard"
+RUNNER_MODULE = "condor_vmsubmit.runner"
+RUNNER_PROGRAM = "condor_vm_runner"
+
+
+@dataclass(frozen=True)
+class Process:
+    """A live process of ours: its pid, its arguments and its working directory."""
+
+    pid: int
+    argv: tuple[str, ...]
+    cwd: Path | None
+
+
+@dataclass(frozen=True)
+class Runner:
+    """The job's runner, and the state folder of its private libvirt session (None when it
+    uses a configured libvirt URI, or runs no libvirt at all)."""
+
+    pid: int
+    state_dir: Path | None
+
+    @property
+    def session_uri(self) -> str | None:
+        return guard.uri(self.state_dir) if self.state_dir is not None else None
+
+
+def processes(proc: Path = Path("/proc")) -> Iterator[Process]:
+    """Every live process we may inspect (others' are skipped)."""
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = tuple(a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")[:-1])
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if not argv or state == "Z":
+            continue
+        try:
+            cwd: Path | None = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            cwd = None
+        yield Process(int(entry.name), argv, cwd)
+
+
+def is_runner(argv: Sequence[str]) -> bool:
+    """Whether a command line runs the runner (its script, or the module).
+
+    >>> is_runner(["/usr/bin/python3", "/usr/local/bin/condor_vm_runner"])
+    True
+    >>> is_runner(["python3", "-m", "condor_vmsubmit.runner", "--usage-interval", "1"])
+    True
+    >>> is_runner(["python3", "-m", "condor_vmsubmit.runner.guard", "/s/.vm", "12"])
+    False
+    """
+    words = list(argv[:3])
+    if any(Path(word).name == RUNNER_PROGRAM for word in words):
+        return True
+    return any(a == "-m" and b == RUNNER_MODULE for a, b in zip(words, words[1:]))
+
+
+def guardian_of(argv: Sequence[str]) -> tuple[Path, int] | None:
+    """The state folder and runner pid a guardian's command line names, or None.
+
+    >>> guardian_of(["python3", "-m", "condor_vmsubmit.runner.guard", "/s/.vm", "12"])
+    (PosixPath('/s/.vm'), 12)
+    """
+    if GUARD_MODULE not in argv[:3] or not argv[-1].isdigit():
+        return None
+    return Path(argv[-2]), int(argv[-1])
+
+
+def find_runner(sandbox: Path, found: Sequence[Process] | None = None) -> Runner | None:
+    """The runner of the job in ``sandbox``, or None when none runs there.
+
+    A guardian whose state folder is the sandbox's ``.vm`` names its runner (this also finds a
+    ``--local`` run, whose runner works elsewhere); otherwise the runner is the process running
+    the runner's program in the sandbox, and its guardian, if any, gives its session.
+    """
+    found = list(processes()) if found is None else found
+    sandbox = sandbox.resolve()
+    sessions: dict[int, Path] = {}
+    for process in found:
+        guardian = guardian_of(process.argv)
+        if guardian is None:
+            continue
+        state_dir, runner_pid = guardian
+        if state_dir == sandbox / STATE_DIR:
+            return Runner(runner_pid, state_dir)
+        sessions[runner_pid] = state_dir
+    for process in found:
+        if process.cwd == sandbox and is_runner(process.argv):
+            return Runner(process.pid, sessions.get(process.pid))
+    return None

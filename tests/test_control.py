@@ -1,0 +1,247 @@
+"""``condor_vm_control`` against real guests: one run by the runner in its own libvirt session,
+one run by the qemu-direct admin script; and the errors when no VM runs.
+
+The libvirt guest counts on its console, echoes what it reads from it and answers on port 22
+with a banner (busybox nc standing in for sshd).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pty
+import select
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from condor_vmsubmit import jobcontract
+from condor_vmsubmit.runner.script_protocol import start_guest
+from condor_vmsubmit.spec import Nic
+
+from guest import counts, guest_builder, guest_spec, make_sandbox, start_runner, stop_and_clean, wait_for
+
+BOOT = 120  # seconds a TCG boot may take on a busy machine (a timeout, not a measurement)
+COUNTER = "(i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.2; done) &"
+INTERACTIVE = ("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; "
+               "printf '#!/bin/sh\\necho SSH-2.0-fakeguest\\n' > /banner; chmod +x /banner; "
+               "nc -ll -p 22 -e /banner & " + COUNTER +
+               ' while read line; do echo "guest read: $line"; done')
+
+
+def control(sandbox: Path, *args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "condor_vmsubmit.cli.control", "--sandbox", str(sandbox), *args],
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def control_process(sandbox: Path, *args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "condor_vmsubmit.cli.control", "--sandbox", str(sandbox),
+                             *args], **kwargs)
+
+
+def read_until(fd: int, text: bytes, timeout: float) -> bytes:
+    """Read ``fd`` until ``text`` appears; fail after ``timeout`` seconds."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        assert time.monotonic() < deadline, f"timed out waiting for {text!r}; got {seen[-500:]!r}"
+        readable, _, _ = select.select([fd], [], [], 0.5)
+        if readable:
+            seen += os.read(fd, 4096)
+    return seen
+
+
+def assert_pause_and_resume(sandbox: Path, count_lines) -> None:
+    assert control(sandbox, "pause").returncode == 0
+    assert control(sandbox, "status").stdout.startswith("paused")
+    time.sleep(1)  # a line the guest was writing when it froze lands
+    frozen = len(count_lines())
+    time.sleep(2)
+    assert len(count_lines()) == frozen, "the guest kept counting while paused"
+    assert control(sandbox, "resume").returncode == 0
+    wait_for(lambda: len(count_lines()) > frozen + 2, 30, "the guest to count again")
+    assert control(sandbox, "status").stdout.startswith("running")
+
+
+def test_errors_when_no_vm_runs(tmp_path):
+    done = control(tmp_path, "status")
+    assert done.returncode == 7
+    assert done.stderr.startswith("condor_vm_control: error: no VM runs in ") and done.stderr.count("\n") == 1
+    (tmp_path / jobcontract.SPEC_FILE).write_text(dataclasses.replace(guest_spec(), hypervisor="qemu-direct").to_json())
+    done = control(tmp_path, "--script-dir", str(tmp_path / "none"), "pause")
+    assert done.returncode == 3 and "no script for hypervisor 'qemu-direct'" in done.stderr
+
+
+def _needs(*tools: str) -> None:
+    for tool in tools:
+        if not Path(tool).exists():
+            pytest.skip(f"{tool} is not installed")
+
+
+@pytest.fixture(scope="module")
+def guest_dir(tmp_path_factory):
+    _needs("/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64", "/bin/busybox")
+    out = tmp_path_factory.mktemp("guest")
+    guest_builder().build_guest(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def libvirt_job(guest_dir):
+    """A runner-run guest with its NIC up, counting, echoing its console and answering on port 22."""
+    spec = dataclasses.replace(guest_spec(), nics=(Nic(model="virtio", link="up"),))
+    sandbox = make_sandbox(guest_dir, INTERACTIVE, job_id="61.0", spec=spec)
+    runner = start_runner(sandbox)
+    wait_for(lambda: len(counts(sandbox)) >= 3, BOOT, "the guest to count", runner)
+    yield sandbox
+    stop_and_clean(runner, sandbox)
+
+
+@pytest.mark.guest
+def test_status_pause_and_resume_in_the_jobs_own_session(libvirt_job):
+    done = control(libvirt_job, "status")
+    assert done.returncode == 0 and done.stdout.startswith("running (libvirt domain cvm-"), done.stderr
+    assert_pause_and_resume(libvirt_job, lambda: counts(libvirt_job))
+
+
+@pytest.mark.guest
+def test_console_is_interactive_and_ctrl_bracket_detaches(libvirt_job):
+    master, slave = pty.openpty()
+    tool = control_process(libvirt_job, "console", stdin=slave, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        read_until(master, b"count=", 30)
+        os.write(master, b"hello from the user\r")
+        read_until(master, b"guest read: hello from the user", 30)
+        os.write(master, b"\x1d")
+        _, stderr = tool.communicate(timeout=30)
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+        os.close(master)
+    assert tool.returncode == 0 and "detached" in stderr.decode()
+    assert "guest read: hello from the user" in (libvirt_job / jobcontract.CONSOLE_LOG_FILE).read_text()
+
+
+@pytest.mark.guest
+def test_console_follow_prints_the_log_as_it_grows(libvirt_job):
+    tool = control_process(libvirt_job, "console", "--follow", "--lines", "1", stdout=subprocess.PIPE)
+    try:
+        first = read_until(tool.stdout.fileno(), b"\n", 10)
+        later = read_until(tool.stdout.fileno(), b"count=", 10)
+    finally:
+        tool.send_signal(signal.SIGINT)
+        tool.wait(timeout=10)
+    numbers = [int(line.split(b"=")[1]) for line in (first + later).splitlines()
+               if line.startswith(b"count=") and line.split(b"=")[1].strip().isdigit()]
+    assert len(numbers) >= 2 and numbers == sorted(numbers)
+
+
+@pytest.mark.guest
+def test_ssh_port_on_a_unix_socket_and_as_a_proxy_command(libvirt_job):
+    done = control(libvirt_job, "ssh-socket", "--background")
+    assert done.returncode == 0, done.stderr
+    path = libvirt_job / "vm-ssh.sock"
+    assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    for _ in range(2):  # every connection is relayed, one after the other
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(30)
+            client.connect(str(path))
+            assert client.makefile("rb").readline() == b"SSH-2.0-fakeguest\n"
+    proxy = control_process(libvirt_job, "ssh-proxy", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert read_until(proxy.stdout.fileno(), b"\n", 30) == b"SSH-2.0-fakeguest\n"
+    finally:
+        proxy.kill()
+        proxy.wait()
+
+
+@pytest.mark.guest
+def test_checkpoint_goes_through_the_runner_and_the_restarted_job_continues(guest_dir):
+    sandbox = make_sandbox(guest_dir, COUNTER + " wait", job_id="62.0")
+    runner = start_runner(sandbox)
+    again = None
+    try:
+        wait_for(lambda: len(counts(sandbox)) >= 3, BOOT, "the guest to count", runner)
+        done = control(sandbox, "checkpoint", timeout=BOOT)
+        assert done.returncode == 0 and "checkpoint exit code 85" in done.stdout, done.stderr
+        assert runner.wait(timeout=10) == jobcontract.EXIT_CHECKPOINTED
+        assert (sandbox / jobcontract.CHECKPOINT_DIR / "guest.save").stat().st_size > 0
+        before = counts(sandbox)
+
+        again = start_runner(sandbox)  # what HTCondor does after the checkpoint exit code
+        wait_for(lambda: len(counts(sandbox)) >= len(before) + 3, BOOT, "the restored guest to count on", again)
+        assert counts(sandbox)[len(before)] > before[-1]
+        stopped = control(sandbox, "stop", "--timeout", "2")
+        assert stopped.returncode == 8 and "did not power off within 2 s" in stopped.stderr
+        assert control(sandbox, "stop", "--force").returncode == 0
+        assert again.wait(timeout=30) == 130
+        assert control(sandbox, "status").returncode == 7
+    finally:
+        for process in (runner, again):
+            if process is not None:
+                stop_and_clean(process, sandbox)
+
+
+@pytest.fixture
+def script_job(guest_dir, tmp_path):
+    """A script-managed guest run by qemu-direct, as a runner's script backend would start it."""
+    scripts = tmp_path / "vm-scripts"
+    scripts.mkdir()
+    launcher = scripts / "qemu-direct"
+    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom condor_vmsubmit.scripts.qemu_direct import main\n"
+                        "sys.exit(main())\n")
+    launcher.chmod(0o755)
+    spec = dataclasses.replace(guest_spec(), hypervisor="qemu-direct", nics=())
+    sandbox = make_sandbox(guest_dir, COUNTER + " wait", job_id="63.0", spec=spec)
+    (sandbox / ".job.ad").write_text('VM_TYPE = "script-managed"\nVM_HYPERVISOR = "qemu-direct"\n')
+    guest = start_guest(launcher, sandbox / ".job.ad", sandbox, sandbox / jobcontract.SPEC_FILE)
+    yield sandbox, scripts
+    if guest.poll() is None:
+        guest.kill()
+        guest.communicate()
+    shutil.rmtree(sandbox, ignore_errors=True)
+
+
+@pytest.mark.guest
+def test_a_script_managed_guest_through_its_admin_script(script_job):
+    sandbox, scripts = script_job
+    log = sandbox / "console.log"
+
+    def count_lines() -> list[str]:
+        return [line for line in log.read_text(errors="replace").splitlines() if line.startswith("count=")] \
+            if log.exists() else []
+
+    wait_for(lambda: len(count_lines()) >= 3, BOOT, "the guest to count")
+    with_scripts = ("--script-dir", str(scripts))
+    assert control(sandbox, *with_scripts, "status").stdout.startswith("running (script ")
+    assert_pause_and_resume_script(sandbox, with_scripts, count_lines)
+    tool = control_process(sandbox, *with_scripts, "console", stdout=subprocess.PIPE)
+    try:
+        read_until(tool.stdout.fileno(), b"count=", 10)
+    finally:
+        tool.send_signal(signal.SIGINT)
+        tool.wait(timeout=10)
+    done = control(sandbox, *with_scripts, "checkpoint", timeout=BOOT)
+    assert done.returncode == 0 and "saved the guest" in done.stdout, done.stderr
+    assert (sandbox / jobcontract.CHECKPOINT_DIR / "qemu-direct.state").stat().st_size > 0
+    refused = control(sandbox, *with_scripts, "status")
+    assert refused.returncode == 8 and "no guest is running" in refused.stderr
+
+
+def assert_pause_and_resume_script(sandbox: Path, with_scripts: tuple[str, ...], count_lines) -> None:
+    assert control(sandbox, *with_scripts, "pause").returncode == 0
+    assert control(sandbox, *with_scripts, "status").stdout.startswith("paused")
+    time.sleep(1)
+    frozen = len(count_lines())
+    time.sleep(2)
+    assert len(count_lines()) == frozen, "the guest kept counting while paused"
+    assert control(sandbox, *with_scripts, "resume").returncode == 0
+    wait_for(lambda: len(count_lines()) > frozen + 2, 30, "the guest to count again")
