@@ -141,9 +141,13 @@ def _nic(devices: etree._Element, nic: Nic) -> None:
 
 
 def _console(devices: etree._Element, sandbox: Sandbox) -> None:
-    """The first serial port, written (appended across restores) to the console file in the sandbox."""
-    serial = _sub(devices, "serial", type="file")
-    _sub(serial, "source", path=str(sandbox.console_log), append="on")
+    """The first serial port, logged (appended across restores) to the console file in the sandbox.
+
+    A pty rather than a plain file, so that ``condor_vm_control console`` can also attach to it
+    through the job's libvirt session (QEMU logs everything either way).
+    """
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "log", file=str(sandbox.console_log), append="on")
     _sub(serial, "target", port="0")
 
 
