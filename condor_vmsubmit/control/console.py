@@ -15,8 +15,8 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ControlError
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from lxml import etree
 
@@ -221,10 +222,10 @@ class ScriptGuest:
 def open_guest(sandbox: Path, *, libvirt_uri: str | None, script_dir: Path | None) -> Guest:
     """The guest of the job in ``sandbox``: through the admin's script for script-managed jobs,
     else in the runner's libvirt session."""
+    from ..classads import SCRIPT_MANAGED, vm_type_for
     from ..runner.render import domain_name
     from ..runner.sandbox import Job, Sandbox, read_ad
     from ..spec import VMSpec
-    from ..classads import SCRIPT_MANAGED, vm_type_for
 
     runner = find_runner(sandbox)
     spec_file = sandbox / jobcontract.SPEC_FILE

@@ -11,10 +11,11 @@ never find another job's VM: a session belongs to the runner whose pid its guard
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from ..runner import guard
 from ..runner.sandbox import STATE_DIR
@@ -78,7 +79,7 @@ def is_runner(argv: Sequence[str]) -> bool:
     words = list(argv[:3])
     if any(Path(word).name == RUNNER_PROGRAM for word in words):
         return True
-    return any(a == "-m" and b == RUNNER_MODULE for a, b in zip(words, words[1:]))
+    return any(a == "-m" and b == RUNNER_MODULE for a, b in itertools.pairwise(words))
 
 
 def guardian_of(argv: Sequence[str]) -> tuple[Path, int] | None:

@@ -16,8 +16,8 @@ import select
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from lxml import etree
 
