@@ -156,18 +156,16 @@ def stop(context: click.Context, force: bool, timeout: float) -> None:
 @reports_errors
 def ssh_socket(context: click.Context, background: bool, port: int) -> None:
     """Forward the guest's ssh port onto the UNIX socket vm-ssh.sock in the sandbox."""
-    sandbox = context.find_root().obj["sandbox"]
-    path = sandbox / sshfwd.SOCKET_NAME
+    path = context.find_root().obj["sandbox"] / sshfwd.SOCKET_NAME
     if background:
         _serve_in_background(context, port)
-    else:
-        found = libvirt_guest(context, "ssh forwarding")
-        host_port = sshfwd.forward(found.domain, port)
-        sshfwd.serve(path, host_port, found.running,
-                     ready=lambda: click.echo(f"guest port {port} on {path} (Ctrl-C stops)", err=True))
+        click.echo(f"guest port {port} on {path} until the VM stops; connect with:\n"
+                   f"  ssh -o ProxyCommand='nc -U {path}' USER@guest")
         return
-    click.echo(f"guest port {port} on {path} until the VM stops; connect with:\n"
-               f"  ssh -o ProxyCommand='nc -U {path}' USER@guest")
+    found = libvirt_guest(context, "ssh forwarding")
+    host_port = sshfwd.forward(found.domain, port)
+    sshfwd.serve(path, host_port, found.running,
+                 ready=lambda: click.echo(f"guest port {port} on {path} (Ctrl-C stops)", err=True))
 
 
 def _serve_in_background(context: click.Context, port: int) -> None:

@@ -22,11 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import classad2
 from lxml import etree
 
 from .. import jobcontract
+from ..classads import SCRIPT_MANAGED, vm_type_for
 from ..errors import ControlError, InputError, NoGuestError
+from ..runner.render import domain_name
+from ..runner.sandbox import Job, Sandbox, read_ad
 from ..runner.script_protocol import ActionResult, Outcome, find_script, run_action
+from ..spec import VMSpec
 from .locate import Runner, find_runner
 
 POLL_SECONDS = 0.2
@@ -222,11 +227,6 @@ class ScriptGuest:
 def open_guest(sandbox: Path, *, libvirt_uri: str | None, script_dir: Path | None) -> Guest:
     """The guest of the job in ``sandbox``: through the admin's script for script-managed jobs,
     else in the runner's libvirt session."""
-    from ..classads import SCRIPT_MANAGED, vm_type_for
-    from ..runner.render import domain_name
-    from ..runner.sandbox import Job, Sandbox, read_ad
-    from ..spec import VMSpec
-
     runner = find_runner(sandbox)
     spec_file = sandbox / jobcontract.SPEC_FILE
     try:
@@ -249,5 +249,5 @@ def open_guest(sandbox: Path, *, libvirt_uri: str | None, script_dir: Path | Non
                            "--libvirt-uri (VMSUBMIT_LIBVIRT_URI)")
     if spec is None:
         raise NoGuestError(f"no VM spec in {sandbox}", path=spec_file)
-    job = Job(Sandbox(sandbox), spec, read_ad(job_ad), read_ad(job_ad), None)
+    job = Job(Sandbox(sandbox), spec, read_ad(job_ad), classad2.ClassAd(), None)
     return LibvirtGuest(libvirt_uri, domain_name(job.job_id), runner, sandbox)
