@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit.errors import InputError
-from condor_vmsubmit.jobcontract import CHECKPOINT_DIR, SPEC_FILE
+from condor_vmsubmit.jobcontract import CHECKPOINT_DIR, CONSOLE_LOG_FILE, SPEC_FILE
 from condor_vmsubmit.runner.script_protocol import (
     Outcome,
     find_script,
@@ -178,7 +178,7 @@ def test_guest_runs_to_its_exit_status(tmp_path, built_guest, script_dir):
     assert call(script, "verify", sandbox).outcome is Outcome.EXECUTED
     guest = start_guest(script, sandbox / ".job.ad", sandbox, sandbox / SPEC_FILE)
     assert guest.wait(timeout=120) == Outcome.EXECUTED
-    console = (sandbox / "console.log").read_text()
+    console = (sandbox / CONSOLE_LOG_FILE).read_text()
     assert "hello from the job" in console
     assert "condor-vm-exit-status=7" in console
 
@@ -187,7 +187,7 @@ def test_guest_runs_to_its_exit_status(tmp_path, built_guest, script_dir):
 def test_pause_resume_checkpoint_and_restore_continue_the_count(tmp_path, built_guest, script_dir):
     sandbox = make_sandbox(tmp_path, built_guest, COUNTING_JOB)
     script = script_dir / "qemu-direct"
-    console = sandbox / "console.log"
+    console = sandbox / CONSOLE_LOG_FILE
     guest = start_guest(script, sandbox / ".job.ad", sandbox, sandbox / SPEC_FILE)
     try:
         wait_for(lambda: len(counts(console)) >= 3)
@@ -234,9 +234,73 @@ def test_sigkill_of_the_runner_takes_the_guest_with_it(tmp_path, built_guest, sc
          f"s = Path({str(sandbox)!r})\n"
          f"start_guest(Path({str(script_dir / 'qemu-direct')!r}), s / '.job.ad', s, s / {SPEC_FILE!r})\n"
          "time.sleep(600)\n"])
-    console = sandbox / "console.log"
+    console = sandbox / CONSOLE_LOG_FILE
     wait_for(lambda: len(counts(console)) >= 1)
     qemu_pid = int((sandbox / "qemu.pid").read_text())
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     wait_for(lambda: not Path(f"/proc/{qemu_pid}").exists(), timeout=15)
+
+
+# --- the same job through condor_vm_runner -----------------------------------------------------
+
+@pytest.mark.guest
+def test_runner_passes_a_script_managed_guests_exit_status(built_guest, script_dir):
+    from dataclasses import replace
+
+    from guest import guest_spec, make_sandbox as runner_sandbox, start_runner
+
+    spec = replace(guest_spec("scripted-status"), hypervisor="qemu-direct")
+    sandbox = runner_sandbox(built_guest, "echo via the script; exit 5", job_id="71.0", spec=spec)
+    try:
+        runner = start_runner(sandbox, extra_env={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
+        _, errors = runner.communicate(timeout=120)
+        assert runner.returncode == 5, errors
+        assert "via the script" in (sandbox / CONSOLE_LOG_FILE).read_text()
+    finally:
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+
+@pytest.mark.guest
+def test_runner_checkpoints_a_script_managed_guest_on_sigterm_and_restores_it(built_guest, script_dir):
+    from dataclasses import replace
+
+    from guest import counts as runner_counts, guest_spec, make_sandbox as runner_sandbox, start_runner
+
+    spec = replace(guest_spec("scripted-ckpt"), hypervisor="qemu-direct")
+    sandbox = runner_sandbox(built_guest, COUNTING_JOB, job_id="72.0", spec=spec)
+    env = {"VMSUBMIT_SCRIPT_DIR": str(script_dir), "VMSUBMIT_STOP_GRACE": "1"}
+    try:
+        runner = start_runner(sandbox, extra_env=env)
+        wait_for(lambda: len(runner_counts(sandbox)) >= 3)
+        runner.send_signal(signal.SIGTERM)
+        _, errors = runner.communicate(timeout=60)
+        assert runner.returncode == 85, errors
+        saved = runner_counts(sandbox)[-1]
+        assert (sandbox / CHECKPOINT_DIR / "qemu-direct.state").exists()
+
+        (sandbox / CONSOLE_LOG_FILE).unlink()  # not a checkpoint file: the next sandbox has none
+        again = start_runner(sandbox, extra_env=env)
+        wait_for(lambda: len(runner_counts(sandbox)) >= 2)
+        assert runner_counts(sandbox)[0] == saved + 1, (sandbox / CONSOLE_LOG_FILE).read_text()[:3000]
+        again.send_signal(signal.SIGINT)
+        again.communicate(timeout=60)
+        assert again.returncode == 130
+    finally:
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def test_runner_holds_a_job_whose_script_is_not_installed(tmp_path, script_dir):
+    from dataclasses import replace
+
+    from guest import guest_spec, runner_env
+
+    sandbox = tmp_path / "job"
+    sandbox.mkdir()
+    (sandbox / SPEC_FILE).write_text(replace(guest_spec("noscript"), hypervisor="vmware-fusion").to_json())
+    (sandbox / "job.ad").write_text("ClusterId = 1\nProcId = 0\n")
+    (sandbox / "machine.ad").write_text("Memory = 2048\nCpus = 2\n")
+    done = subprocess.run([sys.executable, "-m", "condor_vmsubmit.runner"], cwd=sandbox, capture_output=True,
+                          text=True, env={**runner_env(sandbox), "VMSUBMIT_SCRIPT_DIR": str(script_dir)})
+    assert done.returncode == 111
+    assert f"no script for hypervisor 'vmware-fusion' in {script_dir}" in done.stderr

@@ -14,20 +14,25 @@ import queue
 import re
 import signal
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import libvirt
 from lxml import etree
 
 from .. import jobcontract
+from ..errors import VMSubmitError
+from ..staged import image_dir_from_config
+from ..classads import ANY_HYPERVISOR, SCRIPT_MANAGED, vm_type_for
 from ..policy import Policy, apply_policy
 from .chirp import Reporter
 from .guard import node_cache
+from .overlays import attach_backing, use_staged_images
 from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
 from .sandbox import Job
 from .session import Session
+from .shares import add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
 from .verify import verify_match
 
@@ -48,6 +53,7 @@ class Options:
     uri: str | None = None                 # None: a private qemu:///session in the sandbox
     usage_interval: float = 60.0
     policy: Policy | None = None           # None: read the HTCondor configuration
+    script_dir: Path | None = None         # admin scripts for script-managed hypervisors
 
 
 class Stop(Exception):
@@ -103,6 +109,12 @@ def _hypervisors_in_ad(job: Job) -> list[str] | None:
 
 def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     """The domain to start: verified against the slot, through the admin policy, checked for safety."""
+    image_dir = image_dir_from_config()
+    try:  # staged images: an overlay in the sandbox replaces each (docs/staged-images.md)
+        spec, chains = use_staged_images(job.spec, job.sandbox, image_dir)
+    except VMSubmitError as error:
+        raise Stop(Outcome(jobcontract.EXIT_MISMATCH, error.message))
+    job = replace(job, spec=spec)
     usable = {"qemu"} | ({"kvm"} if kvm_usable(_hypervisors_in_ad(job)) else set())
     problems = verify_match(job.spec, job.machine_ad, job.sandbox.root, usable)
     if problems:
@@ -115,6 +127,8 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
             reporter.say(note)
     else:
         root = render_spec(job.spec, job.sandbox, domain_type=domain_type, job_id=job.job_id)
+    attach_backing(root, chains, job.sandbox)
+    add_filesystems(root, _shares(job))
     policy = options.policy if options.policy is not None else Policy.from_config()
     result = apply_policy(root, policy, path=job.sandbox.domain_xml_file)
     if result.verdict == "rejected" or result.root is None:
@@ -123,10 +137,15 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
         reporter.set_attrs({jobcontract.POLICY_CHANGES_ATTR: result.summary()})
         reporter.log(f"admin policy changed the VM: {result.summary()}")
     refusals = check_domain(result.root, job.sandbox.root, allowed_networks=policy.allowed_networks,
-                            allow_host_media=policy.allow_host_media)
+                            allow_host_media=policy.allow_host_media, image_dir=image_dir)
     if refusals:
         raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in refusals)))
     return result.root
+
+
+def _shares(job: Job):
+    """The job's shared folders (docs/shared-folders.md)."""
+    return plan_shares(job.spec, job.sandbox, virtiofs_available=virtiofsd() is not None)
 
 
 # --- while it runs
@@ -234,9 +253,13 @@ def run(job: Job, options: Options, reporter: Reporter) -> int:
 
 
 def _run(job: Job, options: Options, reporter: Reporter, signals: Signals) -> Outcome:
+    if vm_type_for(job.spec.hypervisor or ANY_HYPERVISOR) == SCRIPT_MANAGED:
+        from .script_backend import run_script_job
+
+        return run_script_job(job, options.script_dir, reporter, signals)
     root = prepare(job, options, reporter)
     usage = UsageReporter(reporter, options.usage_interval)
-    with Session(job.sandbox.state_dir, options.uri) as session:
+    with Session(job.sandbox.state_dir, options.uri) as session, virtiofs_daemons(_shares(job)):
         events: queue.Queue = queue.Queue()
         session.connection.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,

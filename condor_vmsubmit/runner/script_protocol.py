@@ -101,11 +101,18 @@ def run_action(script: Path, action: str, job_ad_file: Path, sandbox: Path, spec
                         last_line(done.stderr) or f"exit code {done.returncode}")
 
 
-def start_guest(script: Path, job_ad_file: Path, sandbox: Path, spec_file: Path) -> subprocess.Popen:
-    """Launch ``SCRIPT start``; it lives as long as the guest and dies with this process."""
-    return subprocess.Popen([str(script), "start", str(job_ad_file)], cwd=sandbox,
-                            env=script_environment(sandbox, spec_file), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
+def start_guest(script: Path, job_ad_file: Path, sandbox: Path, spec_file: Path,
+                console: Path | None = None) -> subprocess.Popen:
+    """Launch ``SCRIPT start``; it lives as long as the guest and dies with this process.
+
+    ``console`` is where the guest's serial console must go (``VMSUBMIT_CONSOLE``).
+    """
+    env = script_environment(sandbox, spec_file)
+    if console is not None:
+        env["VMSUBMIT_CONSOLE"] = str(console)
+    return subprocess.Popen([str(script), "start", str(job_ad_file)], cwd=sandbox, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=die_with_parent)
 
 
 def die_with_parent() -> None:

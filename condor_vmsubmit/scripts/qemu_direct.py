@@ -6,7 +6,7 @@ It speaks the protocol in :mod:`condor_vmsubmit.runner.script_protocol`.
 
 Files in the sandbox (the working directory): ``qemu.pid``, ``qmp.sock`` (relative, so long
 sandbox paths stay within the UNIX socket limit), the console file the runner names in
-``VMSUBMIT_CONSOLE`` (``console.log`` by default), and the saved state
+``VMSUBMIT_CONSOLE`` (``vm-console.log`` by default), and the saved state
 ``vm-checkpoint/qemu-direct.state``.
 """
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..jobcontract import CHECKPOINT_DIR, SPEC_FILE
+from ..jobcontract import CHECKPOINT_DIR, CONSOLE_LOG_FILE, SPEC_FILE
 from ..runner.script_protocol import Outcome, die_with_parent
 from ..spec import Disk, Nic, VMSpec
 
@@ -185,7 +185,7 @@ def _wait_for_socket(process: subprocess.Popen, timeout: float = 30.0) -> QMP:
 
 def action_start(spec: VMSpec, sandbox: Path) -> int:
     """Run the guest until it is gone; 0 when QEMU ended cleanly."""
-    console = Path(os.environ.get("VMSUBMIT_CONSOLE", sandbox / "console.log"))
+    console = Path(os.environ.get("VMSUBMIT_CONSOLE", sandbox / CONSOLE_LOG_FILE))
     restore = STATE_FILE.exists()
     command = qemu_command(spec, sandbox, console, restore)
     process = subprocess.Popen(command, preexec_fn=die_with_parent, stderr=subprocess.PIPE, text=True)
