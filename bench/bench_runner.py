@@ -57,26 +57,29 @@ def console_has_text(sandbox: Path):
 
 
 class ReferenceDaemon:
-    """A session libvirtd started once, as an admin would keep one running for virsh."""
+    """A session libvirtd started once, as an admin would keep one running for virsh.
+
+    It is started by the same guardian the runner uses, so both daemons are set up alike
+    (QEMU output to files, capabilities cache) and both have a parent that reaps QEMU
+    promptly: libvirt waits for a killed QEMU to be reaped, and PID 1 may be slow at it.
+    """
 
     def __init__(self) -> None:
         self.state = Path(tempfile.mkdtemp(prefix="cvb", dir="/tmp"))
         for folder in ("run", "config", "cache"):
             (self.state / folder).mkdir(mode=0o700)
-        guard.write_qemu_conf(self.state)
-        self.daemon = subprocess.Popen(guard.libvirtd_command(), env=guard.session_environment(self.state),
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
+        self.guardian = subprocess.Popen([sys.executable, "-m", "condor_vmsubmit.runner.guard", str(self.state),
+                                          str(os.getpid())], stdin=subprocess.PIPE, start_new_session=True)
         wait(guard.socket_path(self.state).exists, "the reference libvirtd")
+        time.sleep(0.5)  # listening, not just bound
         self.uri = guard.uri(self.state)
 
     def virsh(self, *args: str) -> None:
         subprocess.run(["virsh", "-q", "-c", self.uri, *args], check=True, capture_output=True)
 
     def close(self) -> None:
-        self.daemon.terminate()
-        self.daemon.wait()
-        subprocess.run(["rm", "-rf", str(self.state)], check=False)
+        self.guardian.stdin.close()  # the guardian destroys what is left, stops libvirtd, removes the folder
+        self.guardian.wait()
 
 
 def runner_round(guest_dir: Path, n: int) -> tuple[float, float]:

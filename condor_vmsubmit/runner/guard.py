@@ -192,13 +192,18 @@ class Guardian:
             except libvirt.libvirtError:
                 pass
             connection.close()
-        self.daemon.terminate()
-        try:
-            self.daemon.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.daemon.kill()
-        for pid in children():
-            os.kill(pid, signal.SIGKILL)
+        # With its domains gone libvirtd holds nothing of value: a kill is immediate, where its
+        # orderly shutdown takes a noticeable part of a second.  QEMU, should one have survived
+        # the destroy, is our child too and goes the same way.
+        self.daemon.kill()
+        deadline = time.monotonic() + 10
+        while (left := children()) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # reaped meanwhile
+            time.sleep(0.01)  # gone once the reaper thread has reaped them: nothing writes here any more
         if self.node_cache is not None:
             copy_capabilities(self.state_dir / CAPABILITIES, self.node_cache / "capabilities")
         shutil.rmtree(self.state_dir, ignore_errors=True)
