@@ -50,6 +50,7 @@ from . import __version__, jobcontract
 from .cli.common import CONTEXT_SETTINGS, reports_errors
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
+from .staged import IMAGE_DIR_KNOB, list_images
 from .classads import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
 
 T = TypeVar("T")
@@ -74,6 +75,8 @@ NODE_ATTRIBUTES = (
     Fact("VM_DISCOVERY_ERROR", "string", "why less is claimed than may be there: libvirt could not be "
                                          "asked, or no runner is installed (undefined when all is well)"),
     Fact("VM_DISCOVERY_NOTES", "string", "why a hypervisor or script was left out (undefined when none)"),
+    Fact("VM_IMAGES", "string list", "names of the base images an admin staged in VMSUBMIT_IMAGE_DIR "
+                                     "(docs/staged-images.md); empty when none"),
 )
 
 # VM_<HV>_ATTR_<name> for every libvirt hypervisor advertised (scripts print their own).
@@ -86,7 +89,8 @@ HYPERVISOR_FACTS = (
     Fact("DISK_BUSES", "string list", "disk buses (domain capabilities), within VMSUBMIT_ALLOWED_BUSES"),
     Fact("NIC_MODELS", "string list", "NIC models in libvirt's spelling, from the emulator's "
                                       "-nic model=help (QEMU-based hypervisors only)"),
-    Fact("VIRTIOFS", "boolean", "virtiofs shared folders: QEMU supports them and virtiofsd is installed"),
+    Fact("VIRTIOFS", "boolean", "virtiofs shared folders: QEMU supports them and virtiofsd is installed "
+                                "(the runner starts it for jobs that run as root; others share over 9p)"),
     Fact("NETWORKS", "string list", "active libvirt networks named in VMSUBMIT_ALLOWED_NETWORKS"),
     Fact("BRIDGES", "string list", "host bridges named in VMSUBMIT_ALLOWED_NETWORKS"),
 )
@@ -156,6 +160,7 @@ class Observations:
     max_vcpus: int | None = None             # the admin's VMSUBMIT_MAX_VCPUS
     scripts: tuple[ScriptAnswer, ...] = ()
     version: str = __version__
+    images: tuple[str, ...] = ()             # staged image names (VMSUBMIT_IMAGE_DIR)
 
 
 @dataclass(frozen=True)
@@ -361,6 +366,7 @@ def build_ad(observations: Observations) -> dict[str, str]:
         "VM_RUNNER_VERSION": classad_literal(observations.version),
         "VM_DISCOVERY_ERROR": classad_literal("; ".join(errors) if errors else None),
         "VM_DISCOVERY_NOTES": classad_literal("; ".join(notes) if notes else None),
+        "VM_IMAGES": classad_literal(observations.images),
     }
     if observations.libvirt is not None:
         for kind, guest in usable.items():
@@ -424,6 +430,7 @@ class Settings:
     allowed_networks: tuple[str, ...] = ()
     allowed_buses: tuple[str, ...] = ()
     max_vcpus: int | None = None
+    image_dir: str | None = None             # VMSUBMIT_IMAGE_DIR
 
 
 def knobs(names: Iterable[str]) -> dict[str, str]:
@@ -758,7 +765,8 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
         virtiofsd=any(Path(p).exists() for p in VIRTIOFSD_PATHS) or shutil.which("virtiofsd") is not None,
         bridges=host_bridges(settings.allowed_networks), allowed_networks=settings.allowed_networks,
         allowed_buses=settings.allowed_buses, max_vcpus=settings.max_vcpus,
-        scripts=tuple(sorted(scripts, key=lambda s: s.hypervisor)))
+        scripts=tuple(sorted(scripts, key=lambda s: s.hypervisor)),
+        images=tuple(list_images(settings.image_dir)))
 
 
 def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeout: float,
@@ -785,6 +793,7 @@ def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | No
         allowed_networks=words(config.get(KNOB_NETWORKS)),
         allowed_buses=words(config.get(KNOB_BUSES)),
         max_vcpus=int(max_vcpus) if max_vcpus is not None else None,
+        image_dir=config.get(IMAGE_DIR_KNOB) or None,
     )
 
 
@@ -805,6 +814,6 @@ def main(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeo
     budget = DEFAULT_TIMEOUT if timeout is None else timeout
     deadline = Deadline(budget)  # reading the configuration counts too
     config = knobs((KNOB_URI, KNOB_STATE_DIR, KNOB_SCRIPT_DIR, KNOB_PROBE_TTL, KNOB_NETWORKS,
-                    KNOB_BUSES, KNOB_MAX_VCPUS, jobcontract.RUNNER_KNOB))
+                    KNOB_BUSES, KNOB_MAX_VCPUS, jobcontract.RUNNER_KNOB, IMAGE_DIR_KNOB))
     observations = discover(settings_from(uri, state_dir, script_dir, budget, config), deadline)
     click.echo(cron_text(build_ad(observations)), nl=False)

@@ -27,6 +27,7 @@ from .errors import InputError, TargetError
 from .classads import (ANY_HYPERVISOR, classad_string, hypervisor_attr, submit_safe, vm_type_for)
 from .jobcontract import request_memory_mib
 from .spec import Disk, VMSpec
+from .staged import image_overlay_name, staged_name, staged_names
 
 Target = Literal["runner", "vm-universe"]
 TARGETS: tuple[Target, ...] = ("runner", "vm-universe")
@@ -253,8 +254,10 @@ class _Builder:
         self.runner_disks()
         self.vm_attributes(hypervisor)
         self.set("requirements", self.runner_requirements(hypervisor))
+        self.shared_folders()
         self.set("checkpoint_exit_code", jobcontract.EXIT_CHECKPOINTED)
-        self.set("transfer_checkpoint_files", jobcontract.CHECKPOINT_DIR)
+        overlays = [image_overlay_name(name) for name in staged_names(spec)]  # the guest's writes to them
+        self.set("transfer_checkpoint_files", ", ".join([jobcontract.CHECKPOINT_DIR] + overlays))
         self.set("want_graceful_removal", "false")
         codes = ", ".join(str(code) for code in jobcontract.HOLD_EXIT_CODES)
         self.set("on_exit_hold", f"MY.ExitBySignal =?= false && member(MY.ExitCode, {{{codes}}})")
@@ -287,6 +290,10 @@ class _Builder:
             if not disk.source:
                 self.note(where, f"empty {disk.device} drive: nothing to transfer")
                 continue
+            if staged_name(disk.source):
+                self.note(where, f"staged image '{staged_name(disk.source)}': not transferred, the job matches "
+                                 "only nodes that have it (VM_IMAGES)")
+                continue
             if self.options.transfer_disks:
                 self.transfer(self.resolve(disk.source), where)
             else:
@@ -305,6 +312,21 @@ class _Builder:
                 raise InputError(f"two input files share the name '{name}' in the job's sandbox: "
                                  f"{seen[name]} and {path}", path=spec.source_path)
             seen[name] = path
+
+    def shared_folders(self) -> None:
+        """Each shared folder travels as a folder into the sandbox; the writable ones come back, with
+        the console log, as the job's output (docs/shared-folders.md)."""
+        back = []
+        for index, share in enumerate(self.spec.shared_folders):
+            where = self.element("share", index, share.target)
+            folder = self.resolve(share.source).rstrip("/")
+            if not folder:
+                raise InputError(f"{where}: a shared folder needs a source folder", path=self.spec.source_path)
+            self.transfer(folder, where)
+            if not share.readonly:
+                back.append(PurePosixPath(folder).name)
+        if back:
+            self.set("transfer_output_files", ", ".join([jobcontract.CONSOLE_LOG_FILE] + back))
 
     def vm_attributes(self, hypervisor: str) -> None:
         spec = self.spec
@@ -325,6 +347,8 @@ class _Builder:
         self.attr("VM_ATTR_DISK_BUSES", ",".join(self.disk_buses()))
         self.attr("VM_ATTR_NIC_MODELS", ",".join(self.nic_models()))
         self.attr("VM_ATTR_KERNEL_BOOT", spec.kernel_boot is not None)
+        if staged_names(spec):
+            self.attr("VM_ATTR_IMAGES", ",".join(staged_names(spec)))
         self.attr("VM_ATTR_DISKS_TRANSFERRED", self.options.transfer_disks)
         wishes = {key: value for key, value in spec.extras.items() if key in HYPERVISOR_WISHES}
         if spec.machine:
@@ -356,6 +380,7 @@ class _Builder:
                           "after the match", "warning")
         else:
             clauses.append(f"stringListIMember({classad_string(hypervisor)}, TARGET.VM_HYPERVISORS)")
+        clauses += [f"stringListIMember({classad_string(name)}, TARGET.VM_IMAGES)" for name in staged_names(self.spec)]
         clauses += ["TARGET.Cpus >= MY.RequestCpus", "TARGET.Memory >= MY.RequestMemory",
                     "TARGET.Disk >= MY.RequestDisk"]
         if hypervisor != ANY_HYPERVISOR:
@@ -421,8 +446,9 @@ class _Builder:
         spare = (f"vd{chr(ord('a') + i)}" for i in range(26))
         for index, disk in enumerate(self.spec.disks):
             where = self.disk_element(index, disk)
-            if disk.source_type != "file" or not disk.source:
-                self.note(where, "dropped: the stock VM universe takes only disk image files", "warning")
+            if disk.source_type != "file" or not disk.source or staged_name(disk.source):
+                self.note(where, "dropped: the stock VM universe takes only disk image files it transfers",
+                          "warning")
                 continue
             if disk.device != "disk":
                 self.note(where, f"the stock VM universe has no {disk.device}: attached as a read-only disk",

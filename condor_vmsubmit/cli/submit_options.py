@@ -27,7 +27,9 @@ import click
 
 from ..errors import InputError, VMSubmitError
 from ..media import with_media
+from ..shared_folders import add_shares
 from ..spec import VMSpec
+from ..staged import add_image
 from ..translate import (TARGETS, SubmitDescription, Target, TranslateOptions, parse_append,
                          safe_file_stem, translate)
 
@@ -55,6 +57,8 @@ class SubmitOptions:
     cdroms: tuple[Path, ...] = ()
     floppies: tuple[Path, ...] = ()
     cdrom_from: tuple[Path, ...] = ()
+    shares: tuple[str, ...] = ()
+    image: str | None = None
 
 
 def _append_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple:
@@ -106,6 +110,10 @@ _OPTIONS = (
     click.option("--cdrom-from", "-cdrom-from", "cdrom_from", multiple=True,
                  type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
                  help="Build an ISO of DIR into the output folder and put it in a cdrom drive (repeatable)."),
+    click.option("--share", "-share", "shares", multiple=True, metavar="DIR[:TAG][:ro]",
+                 help="Share DIR with the guest under TAG (repeatable); it comes back as output unless ro."),
+    click.option("--image", "-image", metavar="NAME",
+                 help="Boot from the image NAME an admin staged on execute nodes (VM_IMAGES); not transferred."),
 )
 _FIELDS = tuple(f.name for f in fields(SubmitOptions))
 
@@ -173,6 +181,9 @@ def _translate_options(options: SubmitOptions, output_dir: Path, extra: tuple[st
 
 
 def _with_media(spec: VMSpec, options: SubmitOptions, output_dir: Path) -> tuple[VMSpec, dict[Path, Path]]:
+    spec = add_shares(spec, options.shares)
+    if options.image:
+        spec = add_image(spec, options.image)
     return with_media(spec, cdroms=options.cdroms, floppies=options.floppies, cdrom_from=options.cdrom_from,
                       output_dir=output_dir, transfer_disks=not options.no_transfer_disks)
 
@@ -234,7 +245,7 @@ def _check_inputs(description: SubmitDescription) -> None:
     """Every file the job transfers exists now (the shadow would fail much later)."""
     staged = {s.path for s in description.staged}
     for path in description.input_files:
-        if path not in staged and not Path(path).is_file():
+        if path not in staged and not Path(path).is_file() and not Path(path).is_dir():
             raise InputError("input file not found (use --no-transfer-disks for pre-staged disks)", path=path)
 
 

@@ -27,7 +27,7 @@ from ..classads import ANY_HYPERVISOR, SCRIPT_MANAGED, vm_type_for
 from ..policy import Policy, apply_policy
 from .chirp import Reporter
 from .guard import node_cache
-from .overlays import attach_backing, use_staged_images
+from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
 from .sandbox import Job
@@ -116,7 +116,7 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
         raise Stop(Outcome(jobcontract.EXIT_MISMATCH, error.message))
     job = replace(job, spec=spec)
     usable = {"qemu"} | ({"kvm"} if kvm_usable(_hypervisors_in_ad(job)) else set())
-    problems = verify_match(job.spec, job.machine_ad, job.sandbox.root, usable)
+    problems = verify_match(without_overlays(job.spec, chains), job.machine_ad, job.sandbox.root, usable)
     if problems:
         raise Stop(Outcome(jobcontract.EXIT_MISMATCH, "; ".join(problems)))
     domain_type = "kvm" if "kvm" in usable and job.spec.hypervisor in (None, "any", "kvm") else "qemu"

@@ -25,7 +25,9 @@ What is refused, and why:
 * disk images: a disk with a source and no explicit ``<driver type>`` (libvirt must
   never guess the format of an untrusted image), formats the runner cannot inspect,
   images with a backing file, an external data file or VMDK extents outside the
-  sandbox, and ``<backingStore>``/``<mirror>``/``<dataStore>`` in the XML;
+  sandbox, and ``<backingStore>``/``<mirror>``/``<dataStore>`` in the XML -- except the
+  runner's own overlay of a staged image: a qcow2 overlay in the sandbox whose explicit
+  ``<backingStore>`` is a file in the admin's image folder (VMSUBMIT_IMAGE_DIR), read-only;
 * network: interfaces other than ``user``; ``network`` and ``bridge`` only for names
   the admin allows; port forwards; custom tap/vhost devices; multicast or malformed
   MAC addresses;
@@ -53,7 +55,7 @@ from typing import Callable, Iterable, Iterator
 from lxml import etree
 
 from ..errors import VMSubmitError
-from ..formats.diskimage import read_image
+from ..formats.diskimage import read_header, read_image
 
 LIBVIRT_NS_PREFIX = "http://libvirt.org/schemas/domain/"
 LOOPBACK = "127.0.0.1"
@@ -100,19 +102,23 @@ class _Context:
     allowed_networks: frozenset[str]
     images: dict[tuple[Path, str], tuple[str, ...]] = field(default_factory=dict)  # reasons per image read
     allow_host_media: bool = False
+    image_dir: Path | None = None
 
 
 def check_domain(root: etree._Element, sandbox: Path, *,
-                 allowed_networks: Iterable[str] = (), allow_host_media: bool = False) -> list[Refusal]:
+                 allowed_networks: Iterable[str] = (), allow_host_media: bool = False,
+                 image_dir: str | Path | None = None) -> list[Refusal]:
     """Every reason the domain XML ``root`` may not be handed to libvirt for a job in ``sandbox``.
 
     ``allowed_networks`` names the libvirt networks and host bridges the admin lets
     jobs join (VMSUBMIT_ALLOWED_NETWORKS); without it only user-mode networking passes.
     ``allow_host_media`` lets host cdrom and floppy drives through (VMSUBMIT_ALLOW_HOST_MEDIA).
+    ``image_dir`` is the admin's folder of staged images a ``<backingStore>`` may name.
     Linear in the size of the XML; each image's headers are read once.
     """
     context = _Context(Path(os.path.realpath(sandbox)), frozenset(allowed_networks),
-                       allow_host_media=allow_host_media)
+                       allow_host_media=allow_host_media,
+                       image_dir=Path(os.path.realpath(image_dir)) if image_dir else None)
     refusals: list[Refusal] = []
     for element, name in _elements(root):
         for reason in _reasons(element, context):
@@ -179,6 +185,8 @@ def _reasons(element: etree._Element, context: _Context) -> Iterator[str]:
 
 def _path_reasons(element: etree._Element, parent_tag: str | None, context: _Context) -> Iterator[str]:
     """Host paths in attributes or text that must lie inside the sandbox."""
+    if element.tag == "source" and parent_tag == "backingStore" and _staged_base(element.getparent(), context):
+        return
     if element.tag == "source" and parent_tag not in ("interface", "hostdev", "redirdev"):
         names = _SOURCE_PATH_ATTRS + (("dev",) if parent_tag in _CHARDEVS else ())
         for attribute in names:
@@ -280,6 +288,10 @@ def _disk(element: etree._Element, context: _Context) -> Iterator[str]:
     image = _inside(path, context)
     if image is None or fmt in ("raw", "iso"):
         return  # outside: the path rule on <source> refused it; raw: QEMU interprets nothing inside
+    backing = element.find("backingStore")
+    if backing is not None and _staged_base(backing, context):
+        yield from _overlay_reasons(image, fmt, context)
+        return
     if (image, fmt) not in context.images:
         context.images[image, fmt] = tuple(_image_reasons(image, fmt))
     yield from context.images[image, fmt]
@@ -309,6 +321,33 @@ def _image_reasons(image: Path, fmt: str) -> Iterator[str]:
         yield f"image {image.name} is a {info.format} image, not {fmt} as <driver type> says"
     elif info.backing:
         yield f"image {image.name} has a backing file '{info.backing}'; send a flattened image"
+
+
+def _staged_base(backing: etree._Element, context: _Context) -> bool:
+    """Whether ``<backingStore>`` is a staged image: a raw or qcow2 file in the admin's image
+    folder, ending the chain."""
+    source = backing.find("source")
+    fmt = backing.find("format")
+    if context.image_dir is None or source is None or backing.get("type", "file") != "file":
+        return False
+    real = Path(os.path.realpath(source.get("file") or "/"))
+    end = backing.find("backingStore")
+    return (real.parent == context.image_dir and real.is_file() and fmt is not None
+            and fmt.get("type") in ("raw", "qcow2") and (end is None or end.find("source") is None))
+
+
+def _overlay_reasons(image: Path, fmt: str, context: _Context) -> Iterator[str]:
+    """A staged image's overlay: a qcow2 image whose own backing file is in the image folder."""
+    try:
+        info = read_header(image)
+    except VMSubmitError as error:
+        yield f"image {image.name}: {error.message}"
+        return
+    backing = Path(os.path.realpath(image.parent / info.backing)) if info.backing else None
+    if fmt != "qcow2" or info.format != "qcow2":
+        yield f"the overlay {image.name} of a staged image must be a qcow2 image"
+    elif backing is None or backing.parent != context.image_dir:
+        yield f"the overlay {image.name} does not read through a staged image in {context.image_dir}"
 
 
 def _filesystem(element: etree._Element, _context: _Context) -> Iterator[str]:
@@ -447,7 +486,10 @@ def _on_crash(element: etree._Element, _context: _Context) -> Iterator[str]:
         yield "crash dumps are written outside the sandbox; use destroy or restart"
 
 
-def _backing_store(element: etree._Element, _context: _Context) -> Iterator[str]:
+def _backing_store(element: etree._Element, context: _Context) -> Iterator[str]:
+    parent = element.getparent()
+    if parent is not None and parent.tag == "disk" and _staged_base(element, context):
+        return
     if element.find("source") is not None:
         yield "a disk with a backing store is not allowed; send a flattened image"
 
