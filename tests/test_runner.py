@@ -74,6 +74,23 @@ def test_guest_exit_status_becomes_the_exit_code(guest_dir, sandboxes):
     assert_nothing_left("1.0", sandbox)
 
 
+def test_a_sandbox_path_too_long_for_sockets_keeps_the_session_in_a_short_folder(guest_dir, sandboxes):
+    sandbox = make_sandbox(guest_dir, "exit 0", job_id="9.0")
+    deep = sandbox / ("execute-" + "d" * 60) / "dir_123456"  # libvirt's sockets would not fit below it
+    deep.mkdir(parents=True)
+    for entry in list(sandbox.iterdir()):
+        if entry.is_file():
+            entry.rename(deep / entry.name)
+    before = set(Path("/tmp").glob("cvm-*"))
+    runner = start_runner(deep)
+    sandboxes.append((runner, sandbox))
+    _, stderr = runner.communicate(timeout=BOOT)
+    assert runner.returncode == 0, stderr
+    assert "condor-vm-exit-status=0" in console(deep)
+    wait_for(lambda: set(Path("/tmp").glob("cvm-*")) <= before, 30, "the short session folder to be removed")
+    assert not (deep / ".vm").exists()
+
+
 def test_sigterm_checkpoints_and_the_next_start_continues_the_count(guest_dir, sandboxes):
     runner, sandbox = run_guest(guest_dir, sandboxes, COUNTER, "2.0")
     wait_for(lambda: len(counts(sandbox)) >= 5, BOOT, "the guest to count", runner)

@@ -49,15 +49,13 @@ def start_event_loop() -> None:
     _EVENT_LOOP_STARTED = True
 
 
-def state_folder(sandbox_state: Path) -> tuple[Path, bool]:
-    """Where the session keeps its files, and whether it is a temporary folder of ours.
-
-    The sandbox's own folder unless its socket paths would be too long for UNIX
-    sockets; then a short private folder in /tmp (removed when the job ends).
-    """
+def state_folder(sandbox_state: Path) -> Path:
+    """Where the session keeps its files: the sandbox's own folder, unless its socket paths
+    would be too long for UNIX sockets; then a short private folder in /tmp (the guardian
+    removes either when the job ends)."""
     if len(str(sandbox_state / _DEEPEST_SOCKET)) <= MAX_SOCKET_PATH:
-        return sandbox_state, False
-    return Path(tempfile.mkdtemp(prefix="cvm-")), True
+        return sandbox_state
+    return Path(tempfile.mkdtemp(prefix="cvm-"))
 
 
 class Session:
@@ -67,7 +65,6 @@ class Session:
         self.uri = uri
         self.sandbox_state = sandbox_state
         self.state_dir: Path | None = None
-        self.temporary = False
         self.guardian: subprocess.Popen | None = None
         self.connection: libvirt.virConnect | None = None
 
@@ -94,8 +91,8 @@ class Session:
             time.sleep(0.05)
 
     def _start_private_daemon(self) -> None:
-        self.sandbox_state.mkdir(mode=0o700, exist_ok=True)
-        self.state_dir, self.temporary = state_folder(self.sandbox_state)
+        self.state_dir = state_folder(self.sandbox_state)
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
         for folder in ("run", "config", "cache"):
             (self.state_dir / folder).mkdir(mode=0o700, exist_ok=True)
         self.guardian = subprocess.Popen(
