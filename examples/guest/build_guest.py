@@ -30,6 +30,8 @@ from pathlib import Path
 BUSYBOX = Path("/bin/busybox")
 # Virtio PCI transport, disk and network drivers (dependencies are resolved from modules.dep).
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
+# For a guest that mounts a shared folder with ``mount -t virtiofs TAG /mnt`` (build_guest(..., shares=True)).
+SHARE_MODULES = ("fuse", "virtiofs")
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -97,10 +99,10 @@ def module_order(modules_dep: str, wanted: tuple[str, ...]) -> list[str]:
     return order
 
 
-def build_initrd(out: Path, release: str) -> None:
+def build_initrd(out: Path, release: str, modules: tuple[str, ...] = MODULES) -> None:
     """Write a gzipped newc cpio with busybox, ``/init`` and the virtio modules to ``out``."""
     modules_root = Path("/lib/modules", release)
-    order = module_order((modules_root / "modules.dep").read_text(), MODULES)
+    order = module_order((modules_root / "modules.dep").read_text(), modules)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for folder in ("bin", "dev", "proc", "sys", "lib/modules"):
@@ -118,8 +120,8 @@ def build_initrd(out: Path, release: str) -> None:
     out.write_bytes(gzip.compress(archive, compresslevel=6))
 
 
-def build_guest(out_dir: str | os.PathLike[str]) -> Guest:
-    """Build the guest's kernel and initramfs into ``out_dir``."""
+def build_guest(out_dir: str | os.PathLike[str], shares: bool = False) -> Guest:
+    """Build the guest's kernel and initramfs into ``out_dir`` (with the virtiofs modules when ``shares``)."""
     if not BUSYBOX.exists():
         raise FileNotFoundError("no /bin/busybox: apt-get install busybox-static")
     out = Path(out_dir)
@@ -127,7 +129,7 @@ def build_guest(out_dir: str | os.PathLike[str]) -> Guest:
     kernel, release = host_kernel()
     guest = Guest(kernel=out / "vmlinuz", initrd=out / "initrd.img")
     shutil.copyfile(kernel, guest.kernel)
-    build_initrd(guest.initrd, release)
+    build_initrd(guest.initrd, release, MODULES + (SHARE_MODULES if shares else ()))
     return guest
 
 
