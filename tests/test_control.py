@@ -172,6 +172,23 @@ def test_ssh_port_on_a_unix_socket_and_as_a_proxy_command(libvirt_job):
 
 
 @pytest.mark.guest
+@pytest.mark.parametrize("proxy", ["nc -U vm-ssh.sock", f"{sys.executable} -m condor_vmsubmit.cli.control ssh-proxy"])
+def test_the_ssh_client_reaches_the_guest_as_documented(libvirt_job, proxy):
+    """OpenSSH through the documented ProxyCommands reads the guest's banner (the stand-in sshd
+    then hangs up: there is no real sshd in the test guest)."""
+    for tool in ("ssh", "nc"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    if not (libvirt_job / "vm-ssh.sock").exists():
+        assert control(libvirt_job, "ssh-socket", "--background").returncode == 0
+    done = subprocess.run(["ssh", "-v", "-o", f"ProxyCommand={proxy}", "-o", "BatchMode=yes",
+                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "root@guest", "true"],
+                          cwd=libvirt_job, env={**os.environ, "_CONDOR_SCRATCH_DIR": str(libvirt_job)},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "remote software version fakeguest" in done.stderr, done.stderr
+
+
+@pytest.mark.guest
 def test_checkpoint_goes_through_the_runner_and_the_restarted_job_continues(guest_dir):
     sandbox = make_sandbox(guest_dir, COUNTER + " wait", job_id="62.0")
     runner = start_runner(sandbox)

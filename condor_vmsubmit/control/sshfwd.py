@@ -26,6 +26,7 @@ from ..errors import ControlError
 SOCKET_NAME = "vm-ssh.sock"
 SSH_PORT = 22
 ACCEPT_SECONDS = 1.0
+LINGER_SECONDS = 0.5
 _HOST_FORWARD = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+(\d+)")
 
 
@@ -78,8 +79,8 @@ def forward(domain, guest_port: int = SSH_PORT) -> int:
     return port
 
 
-def _pump(source: socket.socket | int, target: socket.socket | int) -> None:
-    """Copy bytes one way until end of file, then pass the end on."""
+def _pump(source: socket.socket | int, target: socket.socket | int, ended: threading.Event | None = None) -> None:
+    """Copy bytes one way until end of file, then pass the end on (and set ``ended``)."""
     try:
         while True:
             data = source.recv(65536) if isinstance(source, socket.socket) else os.read(source, 65536)
@@ -98,19 +99,35 @@ def _pump(source: socket.socket | int, target: socket.socket | int) -> None:
             os.close(target)
     except OSError:
         pass
+    if ended is not None:
+        ended.set()
 
 
 def _join(client: socket.socket, port: int) -> None:
+    """Relay one connection to the loopback ``port``.  Once one side has ended, the other gets
+    ``LINGER_SECONDS`` to finish (as socat does), then both are closed: a client such as
+    ``nc -U`` waits for a full close, not just the end of what the guest sends."""
     try:
         upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
     except OSError:
         client.close()
         return
     upstream.settimeout(None)
-    back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-    back.start()
-    _pump(client, upstream)
-    back.join()
+    ended = threading.Event()
+    pumps = [threading.Thread(target=_pump, args=pair + (ended,), daemon=True)
+             for pair in ((client, upstream), (upstream, client))]
+    for pump in pumps:
+        pump.start()
+    ended.wait()
+    for pump in pumps:
+        pump.join(LINGER_SECONDS)
+    for end in (client, upstream):
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    for pump in pumps:
+        pump.join()
     client.close()
     upstream.close()
 
