@@ -32,7 +32,7 @@ from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
 from .sandbox import Job
 from .session import Session
-from .shares import add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
+from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
 from .verify import verify_match
 
@@ -109,6 +109,8 @@ def _hypervisors_in_ad(job: Job) -> list[str] | None:
 
 def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     """The domain to start: verified against the slot, through the admin policy, checked for safety."""
+    if job.spec.shared_folders:  # transfer_output_files lists the console log then: it must exist
+        job.sandbox.console_log.touch()
     image_dir = image_dir_from_config()
     try:  # staged images: an overlay in the sandbox replaces each (docs/staged-images.md)
         spec, chains = use_staged_images(job.spec, job.sandbox, image_dir)
@@ -143,7 +145,7 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     return result.root
 
 
-def _shares(job: Job):
+def _shares(job: Job) -> tuple[Share, ...]:
     """The job's shared folders (docs/shared-folders.md)."""
     return plan_shares(job.spec, job.sandbox, virtiofs_available=virtiofsd() is not None)
 
