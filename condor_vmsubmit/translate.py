@@ -256,8 +256,7 @@ class _Builder:
         self.set("requirements", self.runner_requirements(hypervisor))
         self.shared_folders()
         self.set("checkpoint_exit_code", jobcontract.EXIT_CHECKPOINTED)
-        overlays = [image_overlay_name(name) for name in staged_names(spec)]  # the guest's writes to them
-        self.set("transfer_checkpoint_files", ", ".join([jobcontract.CHECKPOINT_DIR] + overlays))
+        self.set("transfer_checkpoint_files", ", ".join([jobcontract.CHECKPOINT_DIR] + self.written_disks()))
         self.set("want_graceful_removal", "false")
         codes = ", ".join(str(code) for code in jobcontract.HOLD_EXIT_CODES)
         self.set("on_exit_hold", f"MY.ExitBySignal =?= false && member(MY.ExitCode, {{{codes}}})")
@@ -278,6 +277,16 @@ class _Builder:
             xml_path = self.out_path(jobcontract.DOMAIN_XML_FILE)
             self.staged.append(Staged(xml_path, copy_of=self.spec.source_path))
             self.transfer(xml_path, "domain XML")
+
+    def written_disks(self) -> list[str]:
+        """The sandbox files the guest writes to: a saved state is only consistent with them, so
+        they travel with every checkpoint (overlays of staged images, writable transferred disks)."""
+        names = [image_overlay_name(name) for name in staged_names(self.spec)]
+        if self.options.transfer_disks:
+            names += [PurePosixPath(disk.source).name for disk in self.spec.disks
+                      if disk.device in ("disk", "lun") and not disk.readonly and disk.source_type == "file"
+                      and disk.source and not staged_name(disk.source)]
+        return names
 
     def runner_disks(self) -> None:
         spec = self.spec

@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,8 @@ def test_the_spec_names_the_staged_image_and_the_job_matches_only_nodes_that_hav
     commands = dict(description.commands)
     assert not any("tinyos" in path for path in description.input_files)
     assert "/home/user/vm/job.img" in description.input_files  # the data disk travels
-    assert commands["transfer_checkpoint_files"] == f"{jobcontract.CHECKPOINT_DIR}, staged-tinyos.overlay.qcow2"
+    # the overlay and the transferred data disk are what the guest writes: both travel with a checkpoint
+    assert commands["transfer_checkpoint_files"] == f"{jobcontract.CHECKPOINT_DIR}, staged-tinyos.overlay.qcow2, job.img"
     assert matches(spec, machine_ad(VM_IMAGES='"debian-12,TinyOS"'))
     assert not matches(spec, machine_ad(VM_IMAGES='"debian-12"'))
     assert not matches(spec, machine_ad(VM_IMAGES=None))
@@ -203,3 +205,26 @@ def test_a_node_without_the_image_holds_the_job_before_anything_starts(guest_dir
     assert runner.returncode == jobcontract.EXIT_MISMATCH, stderr
     assert "staged image 'tinyos' is not in" in stderr
     assert not (sandbox / jobcontract.CONSOLE_LOG_FILE).exists()
+
+
+def test_image_adds_the_staged_disk_to_a_replayed_domain_that_lacks_it(tmp_path):
+    from condor_vmsubmit.runner.overlays import attach_backing, use_staged_images
+    from condor_vmsubmit.runner.render import replay_domain
+    from condor_vmsubmit.runner.sandbox import Sandbox
+
+    folder = _image_dir(tmp_path)
+    sandbox = Sandbox(tmp_path / "sandbox")
+    sandbox.root.mkdir()
+    guest_builder().write_job_disk(sandbox.root / "job.img", "")
+    for name in ("vmlinuz", "initrd.img"):
+        (sandbox.root / name).write_bytes(b"")
+    spec, chains = use_staged_images(add_image(replace(guest_spec(), disks=(
+        Disk(bus="virtio", format="raw", source="/u/job.img", target="vda"),)), "tinyos"), sandbox, str(folder))
+    assert [d.target for d in spec.disks] == ["vdb", "vda"]
+    user = etree.fromstring(guest_builder().domain_xml("x", job_disk="/u/job.img"))
+    root, _ = replay_domain(user, sandbox, domain_type="qemu", job_id="t#1.0#1", spec=spec)
+    attach_backing(root, chains, sandbox)
+    disks = {d.find("target").get("dev"): d for d in root.iterfind("devices/disk")}
+    assert sorted(disks) == ["vda", "vdb"]
+    assert disks["vdb"].find("backingStore/source").get("file") == str(folder / "tinyos.qcow2")
+    assert check_domain(root, sandbox.root, image_dir=folder) == []

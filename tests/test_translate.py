@@ -45,7 +45,10 @@ def test_runner_job_shape(web: VMSpec) -> None:
     assert commands["request_cpus"] == "4"
     assert commands["request_memory"] == str(request_memory_mib(4 * 1024**3))
     assert commands["checkpoint_exit_code"] == str(jobcontract.EXIT_CHECKPOINTED)
-    assert commands["transfer_checkpoint_files"] == jobcontract.CHECKPOINT_DIR
+    # the writable disks go with every checkpoint (a saved state is consistent only with them); the
+    # read-only seed ISO does not
+    assert commands["transfer_checkpoint_files"] == (
+        f"{jobcontract.CHECKPOINT_DIR}, web01-system.qcow2, web01-data.img")
     assert commands["want_graceful_removal"] == "false"
     assert commands["want_io_proxy"] == "true"
     for code in jobcontract.HOLD_EXIT_CODES:
@@ -249,3 +252,8 @@ def test_every_emitted_vm_attribute_is_documented(web: VMSpec, kernel: VMSpec) -
             assert "`VM_<HV>_ATTR_<NAME>`" in doc and f"`{specific.group(1)}`" in doc, name
         else:
             assert f"`{name}`" in doc, f"{name} is not in docs/attributes.md"
+
+
+def test_pre_staged_disks_are_not_checkpointed(web: VMSpec) -> None:
+    commands = runner(web, transfer_disks=False)
+    assert commands["transfer_checkpoint_files"] == jobcontract.CHECKPOINT_DIR
