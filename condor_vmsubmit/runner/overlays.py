@@ -29,6 +29,7 @@ class Chain:
     overlay: Path
     base: Path
     base_format: str
+    target: str | None = None   # the guest's device name of the (first) disk using it
 
 
 def use_staged_images(spec: VMSpec, sandbox: Sandbox, image_dir: str | None) -> tuple[VMSpec, tuple[Chain, ...]]:
@@ -42,7 +43,7 @@ def use_staged_images(spec: VMSpec, sandbox: Sandbox, image_dir: str | None) -> 
             continue
         if name not in chains:
             base, fmt = find_image(image_dir, name)
-            chains[name] = Chain(sandbox.root / image_overlay_name(name), base, fmt)
+            chains[name] = Chain(sandbox.root / image_overlay_name(name), base, fmt, disk.target)
             make_overlay(chains[name])
         disks.append(replace(disk, source=chains[name].overlay.name, format="qcow2", capacity_bytes=None))
     return replace(spec, disks=tuple(disks)), tuple(chains.values())
@@ -68,9 +69,17 @@ def attach_backing(root: etree._Element, chains: tuple[Chain, ...], sandbox: San
     """Point the domain's staged disks at their overlays and give each its backing chain.
 
     A replayed domain XML names a staged image as ``<source file='staged:NAME'/>``: that
-    source becomes the overlay, with driver type qcow2.
+    source becomes the overlay, with driver type qcow2.  A staged image the XML does not
+    name (``--image``) is added as a virtio disk with the spec's target.
     """
     by_overlay = {str(chain.overlay): chain for chain in chains}
+    missing = {str(chain.overlay) for chain in chains if chain.target and chain.target not in
+             {target.get("dev") for target in root.iterfind("devices/disk/target")}}
+    devices = root.find("devices")
+    for path in missing:
+        disk = etree.SubElement(devices, "disk", type="file", device="disk")
+        etree.SubElement(disk, "source", file=path)
+        etree.SubElement(disk, "target", dev=by_overlay[path].target, bus="virtio")
     for disk in root.iterfind("devices/disk"):
         source = disk.find("source")
         if source is None or not source.get("file"):
