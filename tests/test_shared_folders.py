@@ -161,3 +161,12 @@ def test_a_9p_export_reaches_the_guest(guest_dir, cleanup):
     devices = console(sandbox).split()
     assert VIRTIO_9P in devices and VIRTIO_FS not in devices
     assert os.listdir(sandbox / "p9") == []
+
+
+def test_local_runs_refuse_shared_folders_clearly(tmp_path):
+    _folder(tmp_path, "results", {})
+    xml = tmp_path / "vm.xml"
+    xml.write_text(guest_builder().domain_xml("shares"))
+    done = CliRunner().invoke(libvirt_submit, [str(xml), "--local", "--share", str(tmp_path / "results")])
+    assert done.exit_code == InputError.exit_code, done.output
+    assert "--local does not take shared folders yet" in done.output

@@ -254,6 +254,9 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
     with tempfile.TemporaryDirectory(prefix="vmsubmit-local-") as folder:
         output_dir = options.output_dir.absolute() if options.output_dir else Path(folder)
         spec, isos = _with_media(spec, options, output_dir)
+        if spec.shared_folders:
+            raise InputError("--local does not take shared folders yet (--share or <filesystem>): it stages "
+                             "files, not folders; submit the job instead")
         _build_isos(isos, options, output_dir)
         description = translate(spec, _translate_options(replace(options, target="runner"), output_dir,
                                                           extra, None))
