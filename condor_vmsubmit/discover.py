@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
@@ -50,6 +49,7 @@ from . import __version__, jobcontract
 from .cli.common import CONTEXT_SETTINGS, reports_errors
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
+from .runner.shares import virtiofsd
 from .staged import IMAGE_DIR_KNOB, list_images
 from .classads import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
 
@@ -89,8 +89,9 @@ HYPERVISOR_FACTS = (
     Fact("DISK_BUSES", "string list", "disk buses (domain capabilities), within VMSUBMIT_ALLOWED_BUSES"),
     Fact("NIC_MODELS", "string list", "NIC models in libvirt's spelling, from the emulator's "
                                       "-nic model=help (QEMU-based hypervisors only)"),
-    Fact("VIRTIOFS", "boolean", "virtiofs shared folders: QEMU supports them and virtiofsd is installed "
-                                "(the runner starts it for jobs that run as root; others share over 9p)"),
+    Fact("VIRTIOFS", "boolean", "virtiofs shared folders: QEMU supports them and the runner can start "
+                                "virtiofsd (installed, and discovery runs as root as such jobs do; "
+                                "others share over 9p)"),
     Fact("NETWORKS", "string list", "active libvirt networks named in VMSUBMIT_ALLOWED_NETWORKS"),
     Fact("BRIDGES", "string list", "host bridges named in VMSUBMIT_ALLOWED_NETWORKS"),
 )
@@ -117,7 +118,6 @@ PRIVATE_DAEMON_IDLE = 600    # seconds that daemon waits for the next run before
 # libvirt probes QEMU through STATE/config/libvirt/qemu/lib/qmp-XXXXXX/qmp.monitor (47 characters
 # after STATE), and a UNIX socket path holds at most 107.
 MAX_STATE_DIR_CHARS = 60
-VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
 _SCRIPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -762,7 +762,7 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
         f"no runner at {runner} ({jobcontract.RUNNER_KNOB}): jobs could not start here"
     return Observations(
         libvirt=answer, libvirt_error=error, runner_error=runner_error, boot_probes=probes, nic_models=models,
-        virtiofsd=any(Path(p).exists() for p in VIRTIOFSD_PATHS) or shutil.which("virtiofsd") is not None,
+        virtiofsd=virtiofsd() is not None,
         bridges=host_bridges(settings.allowed_networks), allowed_networks=settings.allowed_networks,
         allowed_buses=settings.allowed_buses, max_vcpus=settings.max_vcpus,
         scripts=tuple(sorted(scripts, key=lambda s: s.hypervisor)),
