@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -19,13 +20,16 @@ from lxml import etree
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.discover import Observations, build_ad
 from condor_vmsubmit.errors import InputError
+from condor_vmsubmit.runner.overlays import attach_backing, use_staged_images
+from condor_vmsubmit.runner.render import replay_domain
 from condor_vmsubmit.runner.safety import check_domain
+from condor_vmsubmit.runner.sandbox import Sandbox
 from condor_vmsubmit.spec import Disk
 from condor_vmsubmit.staged import add_image, find_image, list_images, StagedImageError
 from condor_vmsubmit.translate import TranslateOptions, translate
 
 from test_matchmaking import machine_ad, matches
-from guest import console, guest_builder, guest_spec, make_sandbox, start_runner, stop_and_clean
+from guest import console, counts, guest_builder, guest_spec, make_sandbox, start_runner, stop_and_clean, wait_for
 
 BOOT = 120  # a timeout for a TCG boot on a busy machine, not a measurement
 PROGRAM = """echo staged-base-running
@@ -208,10 +212,6 @@ def test_a_node_without_the_image_holds_the_job_before_anything_starts(guest_dir
 
 
 def test_image_adds_the_staged_disk_to_a_replayed_domain_that_lacks_it(tmp_path):
-    from condor_vmsubmit.runner.overlays import attach_backing, use_staged_images
-    from condor_vmsubmit.runner.render import replay_domain
-    from condor_vmsubmit.runner.sandbox import Sandbox
-
     folder = _image_dir(tmp_path)
     sandbox = Sandbox(tmp_path / "sandbox")
     sandbox.root.mkdir()
@@ -228,3 +228,30 @@ def test_image_adds_the_staged_disk_to_a_replayed_domain_that_lacks_it(tmp_path)
     assert sorted(disks) == ["vda", "vdb"]
     assert disks["vdb"].find("backingStore/source").get("file") == str(folder / "tinyos.qcow2")
     assert check_domain(root, sandbox.root, image_dir=folder) == []
+
+
+@pytest.mark.guest
+def test_a_checkpointed_guest_restores_with_its_overlay_and_counts_on(guest_dir, cleanup, tmp_path):
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    counter = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.2; done"
+    guest_builder().write_job_disk(image_dir / "counter.raw", counter)
+    spec = add_image(guest_spec(), "counter")
+    sandbox = make_sandbox(guest_dir, "", job_id="34.0", spec=spec)
+    env = {"_CONDOR_VMSUBMIT_IMAGE_DIR": str(image_dir)}
+    runner = start_runner(sandbox, extra_env=env)
+    cleanup.append((runner, sandbox))
+    wait_for(lambda: len(counts(sandbox)) >= 3, BOOT, "the guest to count", runner)
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=BOOT)
+    assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, stderr
+    overlay = sandbox / "staged-counter.overlay.qcow2"
+    assert overlay.exists()
+    before = counts(sandbox)
+
+    again = start_runner(sandbox, extra_env=env)
+    cleanup.append((again, sandbox))
+    wait_for(lambda: len(counts(sandbox)) >= len(before) + 3, BOOT, "the restored guest to count on", again)
+    assert counts(sandbox)[len(before)] == before[-1] + 1
+    again.send_signal(signal.SIGINT)
+    again.communicate(timeout=BOOT)
