@@ -231,7 +231,7 @@ def test_image_adds_the_staged_disk_to_a_replayed_domain_that_lacks_it(tmp_path)
 
 
 @pytest.mark.guest
-def test_a_checkpointed_guest_restores_with_its_overlay_and_counts_on(guest_dir, cleanup, tmp_path):
+def test_a_checkpointed_guest_restores_with_its_overlay_on_another_node_and_counts_on(guest_dir, cleanup, tmp_path):
     image_dir = tmp_path / "images"
     image_dir.mkdir()
     counter = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.2; done"
@@ -249,7 +249,10 @@ def test_a_checkpointed_guest_restores_with_its_overlay_and_counts_on(guest_dir,
     assert overlay.exists()
     before = counts(sandbox)
 
-    again = start_runner(sandbox, extra_env=env)
+    other_node = tmp_path / "elsewhere"  # the same image staged at another path, as on another node
+    other_node.mkdir()
+    (image_dir / "counter.raw").rename(other_node / "counter.raw")
+    again = start_runner(sandbox, extra_env={"_CONDOR_VMSUBMIT_IMAGE_DIR": str(other_node)})
     cleanup.append((again, sandbox))
     wait_for(lambda: len(counts(sandbox)) >= len(before) + 3, BOOT, "the restored guest to count on", again)
     assert counts(sandbox)[len(before)] == before[-1] + 1

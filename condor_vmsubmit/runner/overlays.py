@@ -18,7 +18,7 @@ from pathlib import Path
 from lxml import etree
 
 from ..spec import VMSpec
-from ..staged import find_image, image_overlay_name, staged_name
+from ..staged import StagedImageError, find_image, image_overlay_name, staged_name
 from .sandbox import Sandbox
 
 
@@ -56,13 +56,22 @@ def without_overlays(spec: VMSpec, chains: tuple[Chain, ...]) -> VMSpec:
 
 
 def make_overlay(chain: Chain) -> None:
-    """The overlay file, unless it is already there (the guest's writes, back with a checkpoint)."""
+    """The overlay file; one that is already there (the guest's writes, back with a checkpoint,
+    perhaps from another node) is pointed at this node's base, its data untouched."""
+    base = ["-b", str(chain.base), "-F", chain.base_format]
     if chain.overlay.exists():
+        _qemu_img(["rebase", "-u", *base, "-f", "qcow2", str(chain.overlay)])
         return
     partial = chain.overlay.with_suffix(".partial")
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(chain.base), "-F", chain.base_format,
-                    str(partial)], check=True, capture_output=True)
+    _qemu_img(["create", "-q", "-f", "qcow2", *base, str(partial)])
     partial.rename(chain.overlay)
+
+
+def _qemu_img(arguments: list[str]) -> None:
+    done = subprocess.run(["qemu-img", *arguments], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise StagedImageError(f"qemu-img {arguments[0]} of the staged image's overlay failed: "
+                               f"{done.stderr.strip()}")
 
 
 def attach_backing(root: etree._Element, chains: tuple[Chain, ...], sandbox: Sandbox) -> None:
