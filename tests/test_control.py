@@ -33,7 +33,6 @@ from guest import (
 )
 
 from condor_vmsubmit import jobcontract
-from condor_vmsubmit.runner.script_protocol import start_guest
 from condor_vmsubmit.spec import Nic
 
 BOOT = 120  # seconds a TCG boot may take on a busy machine (a timeout, not a measurement)
@@ -66,16 +65,16 @@ def read_until(fd: int, text: bytes, timeout: float) -> bytes:
     return seen
 
 
-def assert_pause_and_resume(sandbox: Path, count_lines) -> None:
-    assert control(sandbox, "pause").returncode == 0
-    assert control(sandbox, "status").stdout.startswith("paused")
+def assert_pause_and_resume(sandbox: Path, count_lines, options: tuple[str, ...] = ()) -> None:
+    assert control(sandbox, *options, "pause").returncode == 0
+    assert control(sandbox, *options, "status").stdout.startswith("paused")
     time.sleep(1)  # a line the guest was writing when it froze lands
     frozen = len(count_lines())
     time.sleep(2)
     assert len(count_lines()) == frozen, "the guest kept counting while paused"
-    assert control(sandbox, "resume").returncode == 0
+    assert control(sandbox, *options, "resume").returncode == 0
     wait_for(lambda: len(count_lines()) > frozen + 2, 30, "the guest to count again")
-    assert control(sandbox, "status").stdout.startswith("running")
+    assert control(sandbox, *options, "status").stdout.startswith("running")
 
 
 def test_errors_when_no_vm_runs(tmp_path):
@@ -216,57 +215,39 @@ def test_checkpoint_goes_through_the_runner_and_the_restarted_job_continues(gues
 
 
 @pytest.fixture
-def script_job(guest_dir, tmp_path):
-    """A script-managed guest run by qemu-direct, as a runner's script backend would start it."""
-    scripts = tmp_path / "vm-scripts"
-    scripts.mkdir()
-    launcher = scripts / "qemu-direct"
+def script_dir(tmp_path):
+    """An admin script directory holding qemu-direct, as an admin would install it."""
+    folder = tmp_path / "vm-scripts"
+    folder.mkdir()
+    launcher = folder / "qemu-direct"
     launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom condor_vmsubmit.scripts.qemu_direct import main\n"
                         "sys.exit(main())\n")
     launcher.chmod(0o755)
-    spec = dataclasses.replace(guest_spec(), hypervisor="qemu-direct", nics=())
-    sandbox = make_sandbox(guest_dir, COUNTER + " wait", job_id="63.0", spec=spec)
-    (sandbox / ".job.ad").write_text('VM_TYPE = "script-managed"\nVM_HYPERVISOR = "qemu-direct"\n')
-    guest = start_guest(launcher, sandbox / ".job.ad", sandbox, sandbox / jobcontract.SPEC_FILE)
-    yield sandbox, scripts
-    if guest.poll() is None:
-        guest.kill()
-        guest.communicate()
-    shutil.rmtree(sandbox, ignore_errors=True)
+    return folder
 
 
 @pytest.mark.guest
-def test_a_script_managed_guest_through_its_admin_script(script_job):
-    sandbox, scripts = script_job
-    log = sandbox / "console.log"
-
-    def count_lines() -> list[str]:
-        return [line for line in log.read_text(errors="replace").splitlines() if line.startswith("count=")] \
-            if log.exists() else []
-
-    wait_for(lambda: len(count_lines()) >= 3, BOOT, "the guest to count")
-    with_scripts = ("--script-dir", str(scripts))
-    assert control(sandbox, *with_scripts, "status").stdout.startswith("running (script ")
-    assert_pause_and_resume_script(sandbox, with_scripts, count_lines)
-    tool = control_process(sandbox, *with_scripts, "console", stdout=subprocess.PIPE)
+def test_a_script_managed_guest_through_its_admin_script(guest_dir, script_dir):
+    spec = dataclasses.replace(guest_spec(), hypervisor="qemu-direct", nics=())
+    sandbox = make_sandbox(guest_dir, COUNTER + " wait", job_id="63.0", spec=spec)
+    runner = start_runner(sandbox, extra_env={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
+    with_scripts = ("--script-dir", str(script_dir))
     try:
-        read_until(tool.stdout.fileno(), b"count=", 10)
+        wait_for(lambda: len(counts(sandbox)) >= 3, BOOT, "the guest to count", runner)
+        done = control(sandbox, *with_scripts, "status")
+        assert done.stdout.startswith(f"running (script {script_dir / 'qemu-direct'}, runner pid {runner.pid})")
+        assert_pause_and_resume(sandbox, lambda: counts(sandbox), with_scripts)
+        tool = control_process(sandbox, *with_scripts, "console", stdout=subprocess.PIPE)
+        try:
+            read_until(tool.stdout.fileno(), b"count=", 10)  # a file-only console is followed
+        finally:
+            tool.send_signal(signal.SIGINT)
+            tool.wait(timeout=10)
+        done = control(sandbox, *with_scripts, "checkpoint", timeout=BOOT)
+        assert done.returncode == 0 and "checkpoint exit code 85" in done.stdout, done.stderr
+        assert runner.wait(timeout=10) == jobcontract.EXIT_CHECKPOINTED
+        assert (sandbox / jobcontract.CHECKPOINT_DIR / "qemu-direct.state").stat().st_size > 0
+        refused = control(sandbox, *with_scripts, "status")
+        assert refused.returncode == 8 and "no guest is running" in refused.stderr
     finally:
-        tool.send_signal(signal.SIGINT)
-        tool.wait(timeout=10)
-    done = control(sandbox, *with_scripts, "checkpoint", timeout=BOOT)
-    assert done.returncode == 0 and "saved the guest" in done.stdout, done.stderr
-    assert (sandbox / jobcontract.CHECKPOINT_DIR / "qemu-direct.state").stat().st_size > 0
-    refused = control(sandbox, *with_scripts, "status")
-    assert refused.returncode == 8 and "no guest is running" in refused.stderr
-
-
-def assert_pause_and_resume_script(sandbox: Path, with_scripts: tuple[str, ...], count_lines) -> None:
-    assert control(sandbox, *with_scripts, "pause").returncode == 0
-    assert control(sandbox, *with_scripts, "status").stdout.startswith("paused")
-    time.sleep(1)
-    frozen = len(count_lines())
-    time.sleep(2)
-    assert len(count_lines()) == frozen, "the guest kept counting while paused"
-    assert control(sandbox, *with_scripts, "resume").returncode == 0
-    wait_for(lambda: len(count_lines()) > frozen + 2, 30, "the guest to count again")
+        stop_and_clean(runner, sandbox)

@@ -20,18 +20,10 @@ from ..control import sshfwd
 from ..control.guests import Guest, LibvirtGuest, open_guest, signal_runner
 from ..errors import ControlError
 from ..runner.sandbox import sandbox_root
+from ..runner.script_backend import configured_script_dir
 from .common import CONTEXT_SETTINGS, reports_errors
 
-KNOB_SCRIPT_DIR = "VMSUBMIT_SCRIPT_DIR"
 READY_SECONDS = 30.0
-
-
-def configured_script_dir() -> Path | None:
-    """The admin's script directory (HTCondor knob ``VMSUBMIT_SCRIPT_DIR``), when configured."""
-    from ..discover import knobs
-
-    value = knobs([KNOB_SCRIPT_DIR]).get(KNOB_SCRIPT_DIR)
-    return Path(value) if value else None
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -39,7 +31,8 @@ def configured_script_dir() -> Path | None:
               help="The job's sandbox (default: $_CONDOR_SCRATCH_DIR, else the working directory).")
 @click.option("--libvirt-uri", "uri", envvar="VMSUBMIT_LIBVIRT_URI", default=None,
               help="The libvirt URI the runner was configured with (default: the job's private session).")
-@click.option("--script-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--script-dir", type=click.Path(file_okay=False, path_type=Path), envvar="VMSUBMIT_SCRIPT_DIR",
+              default=None,
               help="The admin's script directory (default: the VMSUBMIT_SCRIPT_DIR knob).")
 @click.pass_context
 def main(context: click.Context, sandbox: Path | None, uri: str | None, script_dir: Path | None) -> None:

@@ -209,19 +209,13 @@ class ScriptGuest:
         self._action("stop")
 
     def checkpoint(self, timeout: float) -> str:
-        """The runner's checkpoint path when a runner runs the guest, else the script's own
-        ``checkpoint`` (which saves the guest into ``vm-checkpoint/`` and ends it)."""
-        if self.runner is not None:
-            return checkpoint_through_runner(self.runner, self.sandbox, timeout)
-        self._action("checkpoint")
-        return f"{self.script.name} saved the guest into {self.sandbox / jobcontract.CHECKPOINT_DIR}/ and ended it"
+        if self.runner is None:
+            raise NoGuestError(f"no condor_vm_runner works in {self.sandbox}: a checkpoint goes through it")
+        return checkpoint_through_runner(self.runner, self.sandbox, timeout)
 
     def console_target(self) -> ConsoleTarget:
-        """A script writes the console to a file: the runner's name for it, or qemu-direct's default."""
-        for name in (jobcontract.CONSOLE_LOG_FILE, "console.log"):
-            if (self.sandbox / name).exists():
-                return ConsoleTarget(False, self.sandbox / name)
-        return ConsoleTarget(False, None)
+        """A script writes the console to the file the runner names (``VMSUBMIT_CONSOLE``)."""
+        return ConsoleTarget(False, self.sandbox / jobcontract.CONSOLE_LOG_FILE)
 
 
 def open_guest(sandbox: Path, *, libvirt_uri: str | None, script_dir: Path | None) -> Guest:
