@@ -8,6 +8,7 @@ with a banner (busybox nc standing in for sshd).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pty
 import re
@@ -27,6 +28,7 @@ from guest import (
     guest_builder,
     guest_spec,
     make_sandbox,
+    processes_mentioning,
     start_runner,
     stop_and_clean,
     wait_for,
@@ -108,6 +110,10 @@ def libvirt_job(guest_dir):
     runner = start_runner(sandbox)
     wait_for(lambda: len(counts(sandbox)) >= 3, BOOT, "the guest to count", runner)
     yield sandbox
+    os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait()
+    wait_for(lambda: not processes_mentioning(f"--sandbox {sandbox} "), 30, "the ssh forwarder to end with the guest")
+    assert not (sandbox / "vm-ssh.sock").exists()
     stop_and_clean(runner, sandbox)
 
 
@@ -115,6 +121,8 @@ def libvirt_job(guest_dir):
 def test_status_pause_and_resume_in_the_jobs_own_session(libvirt_job):
     done = control(libvirt_job, "status")
     assert done.returncode == 0 and done.stdout.startswith("running (libvirt domain cvm-"), done.stderr
+    described = json.loads(control(libvirt_job, "status", "--json").stdout)
+    assert described["state"] == "running" and described["backend"] == "libvirt"
     assert_pause_and_resume(libvirt_job, lambda: counts(libvirt_job))
 
 
@@ -156,6 +164,7 @@ def test_ssh_port_on_a_unix_socket_and_as_a_proxy_command(libvirt_job):
     done = control(libvirt_job, "ssh-socket", "--background")
     assert done.returncode == 0, done.stderr
     path = libvirt_job / "vm-ssh.sock"
+    assert "already forwards" in control(libvirt_job, "ssh-socket", "--background").stdout
     assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
     for _ in range(2):  # every connection is relayed, one after the other
         with socket.socket(socket.AF_UNIX) as client:

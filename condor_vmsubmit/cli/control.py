@@ -7,6 +7,7 @@ libvirt session (or, for script-managed jobs, to the admin's script).
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import subprocess
@@ -32,23 +33,18 @@ READY_SECONDS = 30.0
 @click.option("--libvirt-uri", "uri", envvar="VMSUBMIT_LIBVIRT_URI", default=None,
               help="The libvirt URI the runner was configured with (default: the job's private session).")
 @click.option("--script-dir", type=click.Path(file_okay=False, path_type=Path), envvar="VMSUBMIT_SCRIPT_DIR",
-              default=None,
-              help="The admin's script directory (default: the VMSUBMIT_SCRIPT_DIR knob).")
+              default=None, help="The admin's script directory (default: the VMSUBMIT_SCRIPT_DIR knob).")
 @click.pass_context
 def main(context: click.Context, sandbox: Path | None, uri: str | None, script_dir: Path | None) -> None:
     """Watch and steer the VM of the HTCondor job whose sandbox you are in."""
-    import os
-
     context.obj = {"sandbox": (sandbox or sandbox_root(os.environ, Path.cwd())).resolve(), "uri": uri,
                    "script_dir": script_dir}
 
 
 def guest(context: click.Context) -> Guest:
     settings = context.find_root().obj
-    script_dir = settings["script_dir"]
-    if script_dir is None:
-        script_dir = configured_script_dir()
-    return open_guest(settings["sandbox"], libvirt_uri=settings["uri"], script_dir=script_dir)
+    return open_guest(settings["sandbox"], libvirt_uri=settings["uri"],
+                      script_dir=settings["script_dir"] or configured_script_dir())
 
 
 def libvirt_guest(context: click.Context, what: str) -> LibvirtGuest:
@@ -150,6 +146,9 @@ def stop(context: click.Context, force: bool, timeout: float) -> None:
 def ssh_socket(context: click.Context, background: bool, port: int) -> None:
     """Forward the guest's ssh port onto the UNIX socket vm-ssh.sock in the sandbox."""
     path = context.find_root().obj["sandbox"] / sshfwd.SOCKET_NAME
+    if sshfwd.serving(path):
+        click.echo(f"{path} already forwards the guest's port")
+        return
     if background:
         _serve_in_background(context, port)
         click.echo(f"guest port {port} on {path} until the VM stops; connect with:\n"

@@ -132,6 +132,16 @@ def _join(client: socket.socket, port: int) -> None:
     upstream.close()
 
 
+def serving(path: Path) -> bool:
+    """Whether a forwarder already listens on the UNIX socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:  # nobody listens (or the path is too long for a socket address)
+            return False
+    return True
+
+
 def serve(path: Path, port: int, running: Callable[[], bool], ready: Callable[[], None] = lambda: None) -> None:
     """Relay connections on the UNIX socket ``path`` to the loopback ``port`` until the guest stops."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
