@@ -30,8 +30,10 @@ from pathlib import Path
 BUSYBOX = Path("/bin/busybox")
 # Virtio PCI transport, disk and network drivers (dependencies are resolved from modules.dep).
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
-# For a guest that mounts a shared folder with ``mount -t virtiofs TAG /mnt`` (build_guest(..., shares=True)).
-SHARE_MODULES = ("fuse", "virtiofs")
+# For a guest that mounts shared folders (build_guest(..., shares=True)): ``mount -t virtiofs TAG /mnt``,
+# and ``mount -t 9p -o trans=virtio TAG /mnt`` with a kernel that has 9p (linux-image-amd64; the cloud
+# kernel has none).
+SHARE_MODULES = ("virtiofs", "9pnet_virtio", "9p")
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -63,13 +65,24 @@ class Guest:
     initrd: Path
 
 
-def host_kernel() -> tuple[Path, str]:
-    """The newest ``/boot/vmlinuz-*`` with a matching ``/lib/modules`` tree, and its release."""
+def host_kernels(modules: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
+    """Every ``/boot/vmlinuz-*`` whose ``/lib/modules`` tree has ``modules``, newest name first, with its release."""
+    found = []
     for kernel in sorted(glob.glob("/boot/vmlinuz-*"), reverse=True):
         release = kernel.removeprefix("/boot/vmlinuz-")
-        if Path("/lib/modules", release, "modules.dep").exists():
-            return Path(kernel), release
-    raise FileNotFoundError("no /boot/vmlinuz-* with modules: apt-get install linux-image-cloud-amd64")
+        dep = Path("/lib/modules", release, "modules.dep")
+        if dep.exists() and all(f"/{module}.ko" in dep.read_text() for module in modules):
+            found.append((Path(kernel), release))
+    return found
+
+
+def host_kernel(modules: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """The newest ``/boot/vmlinuz-*`` with a matching ``/lib/modules`` tree (holding ``modules``), and its release."""
+    found = host_kernels(modules)
+    if not found:
+        raise FileNotFoundError(f"no /boot/vmlinuz-* with modules {', '.join(modules) or ''}: "
+                                "apt-get install linux-image-cloud-amd64")
+    return found[0]
 
 
 def module_order(modules_dep: str, wanted: tuple[str, ...]) -> list[str]:
@@ -121,15 +134,17 @@ def build_initrd(out: Path, release: str, modules: tuple[str, ...] = MODULES) ->
 
 
 def build_guest(out_dir: str | os.PathLike[str], shares: bool = False) -> Guest:
-    """Build the guest's kernel and initramfs into ``out_dir`` (with the virtiofs modules when ``shares``)."""
+    """Build the guest's kernel and initramfs into ``out_dir``; with ``shares``, from a kernel with virtiofs and
+    if there is one 9p, their modules included."""
     if not BUSYBOX.exists():
         raise FileNotFoundError("no /bin/busybox: apt-get install busybox-static")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    kernel, release = host_kernel()
+    extra = SHARE_MODULES if shares and host_kernels(SHARE_MODULES) else SHARE_MODULES[:1] if shares else ()
+    kernel, release = host_kernel(extra)
     guest = Guest(kernel=out / "vmlinuz", initrd=out / "initrd.img")
     shutil.copyfile(kernel, guest.kernel)
-    build_initrd(guest.initrd, release, MODULES + (SHARE_MODULES if shares else ()))
+    build_initrd(guest.initrd, release, MODULES + extra)
     return guest
 
 
