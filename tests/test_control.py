@@ -35,6 +35,7 @@ from guest import (
 )
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.control.locate import GUARD_MODULE, Process, Runner, find_runner
 from condor_vmsubmit.spec import Nic
 
 BOOT = 120  # seconds a TCG boot may take on a busy machine (a timeout, not a measurement)
@@ -86,6 +87,18 @@ def test_errors_when_no_vm_runs(tmp_path):
     (tmp_path / jobcontract.SPEC_FILE).write_text(dataclasses.replace(guest_spec(), hypervisor="qemu-direct").to_json())
     done = control(tmp_path, "--script-dir", str(tmp_path / "none"), "pause")
     assert done.returncode == 3 and "no script for hypervisor 'qemu-direct'" in done.stderr
+
+
+def test_the_runner_is_found_by_its_guardian_or_its_working_directory(tmp_path):
+    guardian = Process(10, ("python3", "-m", GUARD_MODULE, "/tmp/cvm-abc", "20"), Path("/"))
+    runner = Process(20, ("python3", "/usr/local/bin/condor_vm_runner"), tmp_path)
+    elsewhere = Process(30, ("python3", "/usr/local/bin/condor_vm_runner"), tmp_path / "other")
+    # a long sandbox path: the session lives in /tmp, the runner works in the sandbox
+    assert find_runner(tmp_path, [guardian, runner, elsewhere]) == Runner(20, Path("/tmp/cvm-abc"))
+    # --local: the runner works elsewhere, its guardian keeps the session in the sandbox
+    local = Process(11, ("python3", "-m", GUARD_MODULE, str(tmp_path / ".vm"), "99"), Path("/"))
+    assert find_runner(tmp_path, [elsewhere, local]) == Runner(99, tmp_path / ".vm")
+    assert find_runner(tmp_path, [guardian, elsewhere]) is None
 
 
 def _needs(*tools: str) -> None:
