@@ -251,10 +251,10 @@ class _Builder:
         self.note("request_disk", "the input files (DiskUsage) plus guest memory for a saved state; a guest "
                                   "that grows its disks needs more (--append request_disk=SIZE)")
         self.stage_spec_and_xml()
+        self.shared_folders()  # before runner_disks, whose check covers the folders' names too
         self.runner_disks()
         self.vm_attributes(hypervisor)
         self.set("requirements", self.runner_requirements(hypervisor))
-        self.shared_folders()
         self.set("checkpoint_exit_code", jobcontract.EXIT_CHECKPOINTED)
         self.set("transfer_checkpoint_files", ", ".join([jobcontract.CHECKPOINT_DIR] + self.written_disks()))
         self.set("want_graceful_removal", "false")

@@ -19,13 +19,14 @@ from lxml import etree
 
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.cli.libvirt_submit import main as libvirt_submit
-from condor_vmsubmit.errors import InputError
+from condor_vmsubmit.errors import InputError, UnsafeInputError
 from condor_vmsubmit.runner.render import render_spec
 from condor_vmsubmit.runner.safety import check_domain
 from condor_vmsubmit.runner.sandbox import Sandbox
-from condor_vmsubmit.runner.shares import add_filesystems, plan_shares, virtiofsd
+from condor_vmsubmit.runner.shares import add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from condor_vmsubmit.shared_folders import add_shares
 from condor_vmsubmit.spec import SharedFolder
+from condor_vmsubmit.translate import TranslateOptions, translate
 
 from guest import (console, guest_builder, guest_spec, make_sandbox, processes_mentioning, start_runner,
                    stop_and_clean, wait_for)
@@ -194,3 +195,21 @@ def test_local_runs_refuse_shared_folders_clearly(tmp_path):
     done = CliRunner().invoke(libvirt_submit, [str(xml), "--local", "--share", str(tmp_path / "results")])
     assert done.exit_code == InputError.exit_code, done.output
     assert "--local does not take shared folders yet" in done.output
+
+
+def test_a_share_cannot_name_a_folder_outside_the_sandbox(tmp_path):
+    spec = replace(guest_spec(), shared_folders=(SharedFolder("/home/u/..", "up"),))
+    with pytest.raises(UnsafeInputError, match="does not name a folder of the sandbox"):
+        plan_shares(spec, Sandbox(tmp_path), virtiofs_available=True)
+    (tmp_path / "root").symlink_to("/")  # virtiofsd would export whatever it points at
+    spec = replace(guest_spec(), shared_folders=(SharedFolder("/home/u/root", "root"),))
+    shares = plan_shares(spec, Sandbox(tmp_path), virtiofs_available=True)
+    with pytest.raises(UnsafeInputError, match="not a plain folder"):
+        with virtiofs_daemons(shares):
+            pass
+
+
+def test_a_shared_folder_may_not_take_the_sandbox_name_of_another_input():
+    spec = replace(guest_spec(), shared_folders=(SharedFolder("/data/job.img", "data"),))
+    with pytest.raises(InputError, match="share the name 'job.img'"):
+        translate(spec, TranslateOptions(output_dir="/o"))

@@ -59,6 +59,8 @@ def make_overlay(chain: Chain) -> None:
     """The overlay file; one that is already there (the guest's writes, back with a checkpoint,
     perhaps from another node) is pointed at this node's base, its data untouched."""
     base = ["-b", str(chain.base), "-F", chain.base_format]
+    if chain.overlay.is_symlink() or (chain.overlay.exists() and not chain.overlay.is_file()):
+        raise StagedImageError(f"{chain.overlay.name} in the sandbox is not a plain file")
     if chain.overlay.exists():
         _qemu_img(["rebase", "-u", *base, "-f", "qcow2", str(chain.overlay)])
         return

@@ -27,7 +27,7 @@ from typing import Iterator
 
 from lxml import etree
 
-from ..errors import VMSubmitError
+from ..errors import UnsafeInputError, VMSubmitError
 from ..spec import VMSpec
 from .sandbox import Sandbox
 
@@ -73,6 +73,8 @@ def plan_shares(spec: VMSpec, sandbox: Sandbox, *, virtiofs_available: bool) -> 
     for index, folder in enumerate(spec.shared_folders):
         driver = folder.driver or ("virtiofs" if virtiofs_available else "9p")
         name = PurePosixPath(folder.source.rstrip("/")).name
+        if name in ("", ".", ".."):
+            raise UnsafeInputError(f"shared folder '{folder.source}' does not name a folder of the sandbox")
         socket = sandbox.state_dir / f"fs{index}.sock" if driver == "virtiofs" else None
         shares.append(Share(sandbox.root / name, folder.target or name, driver, folder.readonly, socket))
     return tuple(shares)
@@ -127,11 +129,13 @@ def virtiofs_daemons(shares: tuple[Share, ...]) -> Iterator[None]:
         for share in shares:
             if share.driver != "virtiofs":
                 continue
+            share.folder.mkdir(exist_ok=True)
+            if share.folder.is_symlink() or not share.folder.is_dir():
+                raise UnsafeInputError(f"shared folder {share.folder.name} in the sandbox is not a plain folder")
             binary = virtiofsd()
             if binary is None:
                 raise ShareError(f"the job shares {share.folder.name} with virtiofs but the runner cannot start "
                                  "virtiofsd here (it needs root and QEMU's virtiofsd)")
-            share.folder.mkdir(exist_ok=True)
             share.socket.parent.mkdir(mode=0o700, exist_ok=True)
             share.socket.unlink(missing_ok=True)
             log = share.socket.parent / "virtiofsd.log"
