@@ -5,10 +5,12 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VMSUBMIT_VENV:-$REPO/.venv}
 
 # Debian packages: libvirt + QEMU (real guests under TCG), qemu-img, virtinst (benchmark reference),
-# a kernel and busybox for the tiny test guest, and what builds libvirt-python.
+# kernels and busybox for the tiny test guest (the generic kernel has 9p for shared folders; no
+# initramfs is generated for them, INITRD=No), and what builds libvirt-python.
 DEBIAN_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev libvirt0 pkg-config
-  qemu-system-x86 qemu-utils virtinst linux-image-cloud-amd64 busybox-static cpio genisoimage
+  qemu-system-x86 qemu-utils virtinst linux-image-cloud-amd64 linux-image-amd64 busybox-static cpio
+  genisoimage
   python3 python3-venv python3-dev gcc
 )
 
@@ -21,7 +23,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive INITRD=No apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,31 @@ def expected(name: str) -> dict:
     data = json.loads((corpus_folder(name) / "EXPECTED.json").read_text())
     data.pop("_oracle", None)
     return data
+
+
+@pytest.fixture
+def script_dir(tmp_path: Path) -> Path:
+    """An admin script directory holding qemu-direct, installed as docs/script-managed.md says."""
+    folder = tmp_path / "vm-scripts"
+    folder.mkdir()
+    launcher = folder / "qemu-direct"
+    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom condor_vmsubmit.scripts.qemu_direct import main\n"
+                        "sys.exit(main())\n")
+    launcher.chmod(0o755)
+    return folder
+
+
+GUEST_TOOLS = ("/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64", "/bin/busybox")
+
+
+@pytest.fixture(scope="session")
+def guest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny test guest (kernel + busybox initramfs, examples/guest/), built once per test run."""
+    for tool in GUEST_TOOLS:
+        if not Path(tool).exists():
+            pytest.skip(f"{tool} is not installed (scripts/test installs it)")
+    from guest import guest_builder
+
+    out = tmp_path_factory.mktemp("guest")
+    guest_builder().build_guest(out)
+    return out

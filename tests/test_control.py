@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from guest import (
     counts,
-    guest_builder,
     guest_spec,
     make_sandbox,
     processes_mentioning,
@@ -99,20 +98,6 @@ def test_the_runner_is_found_by_its_guardian_or_its_working_directory(tmp_path):
     local = Process(11, ("python3", "-m", GUARD_MODULE, str(tmp_path / ".vm"), "99"), Path("/"))
     assert find_runner(tmp_path, [elsewhere, local]) == Runner(99, tmp_path / ".vm")
     assert find_runner(tmp_path, [guardian, elsewhere]) is None
-
-
-def _needs(*tools: str) -> None:
-    for tool in tools:
-        if not Path(tool).exists():
-            pytest.skip(f"{tool} is not installed")
-
-
-@pytest.fixture(scope="module")
-def guest_dir(tmp_path_factory):
-    _needs("/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64", "/bin/busybox")
-    out = tmp_path_factory.mktemp("guest")
-    guest_builder().build_guest(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -234,18 +219,6 @@ def test_checkpoint_goes_through_the_runner_and_the_restarted_job_continues(gues
         for process in (runner, again):
             if process is not None:
                 stop_and_clean(process, sandbox)
-
-
-@pytest.fixture
-def script_dir(tmp_path):
-    """An admin script directory holding qemu-direct, as an admin would install it."""
-    folder = tmp_path / "vm-scripts"
-    folder.mkdir()
-    launcher = folder / "qemu-direct"
-    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom condor_vmsubmit.scripts.qemu_direct import main\n"
-                        "sys.exit(main())\n")
-    launcher.chmod(0o755)
-    return folder
 
 
 @pytest.mark.guest

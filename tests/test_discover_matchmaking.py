@@ -14,7 +14,6 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import classad2
 import htcondor2  # noqa: F401 - registers HTCondor's string-list functions with classad2

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -25,20 +25,6 @@ COUNTER = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.2; done"
 BOOT = 120  # seconds a TCG boot may take on a busy machine (a timeout, not a measurement)
 
 
-def _needs_libvirt() -> None:
-    for tool in ("/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64", "/bin/busybox"):
-        if not Path(tool).exists():
-            pytest.skip(f"{tool} is not installed")
-
-
-@pytest.fixture(scope="session")
-def guest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _needs_libvirt()
-    out = tmp_path_factory.mktemp("guest")
-    guest_builder().build_guest(out)
-    return out
-
-
 @pytest.fixture
 def sandboxes():
     made: list[tuple] = []

@@ -14,18 +14,9 @@ import pytest
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.spec import Nic
 
-from guest import FakeChirp, console, guest_builder, guest_spec, make_sandbox, start_runner
+from guest import FakeChirp, console, guest_spec, make_sandbox, start_runner
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def guest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not Path("/usr/sbin/libvirtd").exists():
-        pytest.skip("libvirtd is not installed")
-    out = tmp_path_factory.mktemp("guest")
-    guest_builder().build_guest(out)
-    return out
 
 
 @pytest.fixture

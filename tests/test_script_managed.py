@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -10,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,39 +24,10 @@ from condor_vmsubmit.runner.script_protocol import (
 )
 from condor_vmsubmit.scripts.qemu_direct import problems, qemu_command
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, SharedFolder, VMSpec
+from guest import counts as runner_counts, guest_builder, guest_spec, make_sandbox as runner_sandbox
+from guest import runner_env, start_runner
 
-REPO = Path(__file__).resolve().parents[1]
 COUNTING_JOB = "i=0; while true; do echo count=$i; i=$((i+1)); sleep 0.2; done"
-
-
-def _builder():
-    spec = importlib.util.spec_from_file_location("build_guest", REPO / "examples/guest/build_guest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("build_guest", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def built_guest(tmp_path_factory):
-    """Kernel and initramfs of the tiny test guest, built once for this module."""
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
-    out = tmp_path_factory.mktemp("guest")
-    _builder().build_guest(out)
-    return out
-
-
-@pytest.fixture()
-def script_dir(tmp_path):
-    """An admin script directory holding qemu-direct, as an admin would install it."""
-    folder = tmp_path / "vm-scripts"
-    folder.mkdir()
-    launcher = folder / "qemu-direct"
-    launcher.write_text(f"#!{sys.executable}\nfrom condor_vmsubmit.scripts.qemu_direct import main\n"
-                        "import sys\nsys.exit(main())\n")
-    launcher.chmod(0o755)
-    return folder
 
 
 def make_sandbox(tmp_path: Path, guest: Path, job: str, **spec_changes) -> Path:
@@ -65,7 +36,7 @@ def make_sandbox(tmp_path: Path, guest: Path, job: str, **spec_changes) -> Path:
     sandbox.mkdir()
     for name in ("vmlinuz", "initrd.img"):
         shutil.copy(guest / name, sandbox / name)
-    _builder().write_job_disk(sandbox / "job.img", job)
+    guest_builder().write_job_disk(sandbox / "job.img", job)
     spec = VMSpec(
         "libvirt", "qd-test", 1, 128 * 2**20,
         kernel_boot=KernelBoot("/home/user/vmlinuz", "/home/user/initrd.img", "console=ttyS0 panic=-1"),
@@ -171,8 +142,8 @@ def test_discover_advertises_the_qemu_version(tmp_path, script_dir):
 
 
 @pytest.mark.guest
-def test_guest_runs_to_its_exit_status(tmp_path, built_guest, script_dir):
-    sandbox = make_sandbox(tmp_path, built_guest, "echo hello from the job; exit 7",
+def test_guest_runs_to_its_exit_status(tmp_path, guest_dir, script_dir):
+    sandbox = make_sandbox(tmp_path, guest_dir, "echo hello from the job; exit 7",
                            nics=(Nic(model="virtio", link="down"),))
     script = script_dir / "qemu-direct"
     assert call(script, "verify", sandbox).outcome is Outcome.EXECUTED
@@ -184,8 +155,8 @@ def test_guest_runs_to_its_exit_status(tmp_path, built_guest, script_dir):
 
 
 @pytest.mark.guest
-def test_pause_resume_checkpoint_and_restore_continue_the_count(tmp_path, built_guest, script_dir):
-    sandbox = make_sandbox(tmp_path, built_guest, COUNTING_JOB)
+def test_pause_resume_checkpoint_and_restore_continue_the_count(tmp_path, guest_dir, script_dir):
+    sandbox = make_sandbox(tmp_path, guest_dir, COUNTING_JOB)
     script = script_dir / "qemu-direct"
     console = sandbox / CONSOLE_LOG_FILE
     guest = start_guest(script, sandbox / ".job.ad", sandbox, sandbox / SPEC_FILE)
@@ -225,8 +196,8 @@ def test_pause_resume_checkpoint_and_restore_continue_the_count(tmp_path, built_
 
 
 @pytest.mark.guest
-def test_sigkill_of_the_runner_takes_the_guest_with_it(tmp_path, built_guest, script_dir):
-    sandbox = make_sandbox(tmp_path, built_guest, COUNTING_JOB)
+def test_sigkill_of_the_runner_takes_the_guest_with_it(tmp_path, guest_dir, script_dir):
+    sandbox = make_sandbox(tmp_path, guest_dir, COUNTING_JOB)
     runner = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time\nfrom pathlib import Path\n"
@@ -245,13 +216,9 @@ def test_sigkill_of_the_runner_takes_the_guest_with_it(tmp_path, built_guest, sc
 # --- the same job through condor_vm_runner -----------------------------------------------------
 
 @pytest.mark.guest
-def test_runner_passes_a_script_managed_guests_exit_status(built_guest, script_dir):
-    from dataclasses import replace
-
-    from guest import guest_spec, make_sandbox as runner_sandbox, start_runner
-
+def test_runner_passes_a_script_managed_guests_exit_status(guest_dir, script_dir):
     spec = replace(guest_spec("scripted-status"), hypervisor="qemu-direct")
-    sandbox = runner_sandbox(built_guest, "echo via the script; exit 5", job_id="71.0", spec=spec)
+    sandbox = runner_sandbox(guest_dir, "echo via the script; exit 5", job_id="71.0", spec=spec)
     try:
         runner = start_runner(sandbox, extra_env={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
         _, errors = runner.communicate(timeout=120)
@@ -262,13 +229,9 @@ def test_runner_passes_a_script_managed_guests_exit_status(built_guest, script_d
 
 
 @pytest.mark.guest
-def test_runner_checkpoints_a_script_managed_guest_on_sigterm_and_restores_it(built_guest, script_dir):
-    from dataclasses import replace
-
-    from guest import counts as runner_counts, guest_spec, make_sandbox as runner_sandbox, start_runner
-
+def test_runner_checkpoints_a_script_managed_guest_on_sigterm_and_restores_it(guest_dir, script_dir):
     spec = replace(guest_spec("scripted-ckpt"), hypervisor="qemu-direct")
-    sandbox = runner_sandbox(built_guest, COUNTING_JOB, job_id="72.0", spec=spec)
+    sandbox = runner_sandbox(guest_dir, COUNTING_JOB, job_id="72.0", spec=spec)
     env = {"VMSUBMIT_SCRIPT_DIR": str(script_dir), "VMSUBMIT_STOP_GRACE": "1"}
     try:
         runner = start_runner(sandbox, extra_env=env)
@@ -291,10 +254,6 @@ def test_runner_checkpoints_a_script_managed_guest_on_sigterm_and_restores_it(bu
 
 
 def test_runner_holds_a_job_whose_script_is_not_installed(tmp_path, script_dir):
-    from dataclasses import replace
-
-    from guest import guest_spec, runner_env
-
     sandbox = tmp_path / "job"
     sandbox.mkdir()
     (sandbox / SPEC_FILE).write_text(replace(guest_spec("noscript"), hypervisor="vmware-fusion").to_json())

@@ -139,16 +139,6 @@ def test_safety_accepts_only_a_chain_into_the_image_folder(tmp_path):
 # --- with a guest
 
 
-@pytest.fixture(scope="module")
-def guest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    for tool in ("/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64", "/bin/busybox"):
-        if not Path(tool).exists():
-            pytest.skip(f"{tool} is not installed")
-    out = tmp_path_factory.mktemp("guest")
-    guest_builder().build_guest(out)
-    return out
-
-
 @pytest.fixture
 def cleanup():
     made: list[tuple] = []
