@@ -100,9 +100,7 @@ def main(appliance: Path, profile: str | None, list_profiles: bool, system: str 
     if spec.extras.get("eula") == "yes" and not accept_eula and not options.dry_run:
         raise InputError("the appliance has a EULA: read it with --show-eula, then submit with --accept-eula",
                          path=appliance)
-    for warning in spec.warnings:
-        click.echo(f"condor_ovf_submit: warning: {appliance}: {warning}", err=True)
-    submit_spec(stage(spec, options), options)
+    submit_spec(stage(spec, options), options)  # the translator reports spec.warnings as notes
 
 
 def stage(spec: VMSpec, options: SubmitOptions) -> VMSpec:
