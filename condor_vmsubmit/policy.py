@@ -181,27 +181,32 @@ def apply_policy(domain_root: etree._Element, policy: Policy, *, path: str | Pat
 
 def preflight(path: str | Path, policy: Policy) -> PolicyResult:
     """The verdict the execute side would reach for the VM in ``path`` (libvirt XML, OVF/OVA or a
-    disk image), before anything is submitted.
+    disk image), before anything is submitted."""
+    from .formats import load
+
+    return preflight_spec(load(path), policy)
+
+
+def preflight_spec(spec: VMSpec, policy: Policy) -> PolicyResult:
+    """The verdict the execute side would reach for ``spec``, before anything is submitted.
 
     As on the execute node, the policy sees the domain the runner would start: the user's
-    XML replayed, or the spec rendered (:mod:`condor_vmsubmit.runner.render`), with file
-    paths as they will be in the job's sandbox.
+    XML replayed (libvirt sources), or the spec rendered (:mod:`condor_vmsubmit.runner.render`),
+    with file paths as they will be in the job's sandbox.
     """
-    from .formats import load, sniff
     from .runner.render import render_spec, replay_domain
     from .runner.safety import pin_graphics_to_loopback
     from .runner.sandbox import Sandbox
 
-    sandbox = Sandbox(Path(path).resolve().parent)
-    if sniff(path) == "libvirt":
-        user = parse_file(path)
-        spec = spec_from_domain(user, path)
+    source = Path(spec.source_path or spec.name)
+    sandbox = Sandbox(source.resolve().parent)
+    if spec.source_format == "libvirt" and spec.source_path:
+        user = parse_file(spec.source_path)
         root, _notes = replay_domain(pin_graphics_to_loopback(user), sandbox,
                                      domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID, spec=spec)
     else:
-        spec = load(path)
         root = render_spec(spec, sandbox, domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID)
-    return apply_policy(root, policy, path=path)
+    return apply_policy(root, policy, path=source)
 
 
 def _domain_type(spec: VMSpec) -> str:

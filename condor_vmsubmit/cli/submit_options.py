@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import click
 
-from ..errors import InputError, VMSubmitError
+from ..errors import InputError, PolicyRejected, VMSubmitError
 from ..media import with_media
 from ..shared_folders import add_shares
 from ..spec import VMSpec
@@ -59,6 +59,7 @@ class SubmitOptions:
     cdrom_from: tuple[Path, ...] = ()
     shares: tuple[str, ...] = ()
     image: str | None = None
+    policies: tuple[Path, ...] = ()
 
 
 def _append_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple:
@@ -114,6 +115,10 @@ _OPTIONS = (
                  help="Share DIR with the guest under TAG (repeatable); it comes back as output unless ro."),
     click.option("--image", "-image", metavar="NAME",
                  help="Boot from the image NAME an admin staged on execute nodes (VM_IMAGES); not transferred."),
+    click.option("--policy", "-policy", "policies", multiple=True,
+                 type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="XSL",
+                 help="Check the VM against this admin policy stylesheet first, as the execute node would "
+                      "(repeatable); a rejection stops here (exit 5)."),
 )
 _FIELDS = tuple(f.name for f in fields(SubmitOptions))
 
@@ -138,6 +143,7 @@ def submit_spec(spec: VMSpec, options: SubmitOptions, extra_input_files: Iterabl
         sys.exit(_run_local(spec, options, extra))
     output_dir = (options.output_dir or Path.cwd() / f"{safe_file_stem(spec.name)}.vmjob").absolute()
     spec, isos = _with_media(spec, options, output_dir)
+    _check_policy(spec, options)
     runner = None
     if not options.dry_run and options.target == "runner":
         from ..submit import configured_runner
@@ -254,6 +260,7 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
     with tempfile.TemporaryDirectory(prefix="vmsubmit-local-") as folder:
         output_dir = options.output_dir.absolute() if options.output_dir else Path(folder)
         spec, isos = _with_media(spec, options, output_dir)
+        _check_policy(spec, options)
         if spec.shared_folders:
             raise InputError("--local does not take shared folders yet (--share or <filesystem>): it stages "
                              "files, not folders; submit the job instead")
@@ -270,6 +277,19 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
             raise VMSubmitError(f"--local needs the execute-side parts (pip install "
                                 f"'condor_vmsubmit[execute]'): {error}") from None
         return run_local(spec, list(description.input_files))
+
+
+def _check_policy(spec: VMSpec, options: SubmitOptions) -> None:
+    """With --policy: the verdict the execute node's policy would reach, before anything else."""
+    if not options.policies:
+        return
+    from ..policy import Policy, preflight_spec
+
+    result = preflight_spec(spec, Policy(stylesheets=options.policies))
+    if result.verdict == "rejected":
+        raise PolicyRejected(f"admin policy rejects the VM: {result.reason}", path=spec.source_path)
+    verdict = "accepted" if result.verdict == "accepted" else f"modified: {result.summary()}"
+    click.echo(f"{_prog()}: policy: {verdict}", err=True)
 
 
 def _print_notes(description: SubmitDescription, only_warnings: bool = False) -> None:
