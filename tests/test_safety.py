@@ -332,7 +332,23 @@ def test_qcow2_with_a_backing_file_is_refused(sandbox: Path, tmp_path: Path) -> 
     qemu_img("create", "-f", "qcow2", sandbox / "base.qcow2", "16M")
     qemu_img("create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", sandbox / "disk.qcow2")
     assert refusals(sandbox, domain(sandbox)) == [
-        "/domain/devices/disk (line 12): image disk.qcow2 has a backing file 'base.qcow2'; send a flattened image"]
+        "/domain/devices/disk (line 12): image disk.qcow2 has a backing file 'base.qcow2'; send a flattened image "
+        "(or submit with --allow-backing, which sends the parents too)"]
+
+
+def test_a_backing_chain_the_user_declared_passes_when_it_is_all_in_the_sandbox(sandbox: Path) -> None:
+    qemu_img("create", "-f", "vmdk", sandbox / "base.vmdk", "16M")
+    qemu_img("create", "-f", "qcow2", "-b", "base.vmdk", "-F", "vmdk", sandbox / "disk.qcow2")
+    assert refusals(sandbox, domain(sandbox), declared_backing={"disk.qcow2"}) == []
+    assert refusals(sandbox, domain(sandbox), declared_backing={"other.qcow2"}) != []
+
+
+def test_a_declared_chain_leaving_the_sandbox_through_a_link_is_refused(sandbox: Path, tmp_path: Path) -> None:
+    qemu_img("create", "-f", "qcow2", tmp_path / "elsewhere.qcow2", "16M")
+    (sandbox / "base.qcow2").symlink_to(tmp_path / "elsewhere.qcow2")
+    qemu_img("create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", sandbox / "disk.qcow2")
+    found = refusals(sandbox, domain(sandbox), declared_backing={"disk.qcow2"})
+    assert len(found) == 1 and "disk.qcow2" in found[0] and ("outside" in found[0] or "link" in found[0]), found
 
 
 def test_qcow2_with_an_external_data_file_is_refused(sandbox: Path) -> None:

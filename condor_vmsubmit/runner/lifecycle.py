@@ -138,8 +138,10 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     if result.verdict == "modified":
         reporter.set_attrs({jobcontract.POLICY_CHANGES_ATTR: result.summary()})
         reporter.log(f"admin policy changed the VM: {result.summary()}")
+    declared = {job.sandbox.file(disk.source).name for disk in job.spec.disks if disk.backing and disk.source}
     refusals = check_domain(result.root, job.sandbox.root, allowed_networks=policy.allowed_networks,
-                            allow_host_media=policy.allow_host_media, image_dir=image_dir)
+                            allow_host_media=policy.allow_host_media, image_dir=image_dir,
+                            declared_backing=declared)
     if refusals:
         raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in refusals)))
     return result.root

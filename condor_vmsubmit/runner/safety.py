@@ -56,6 +56,7 @@ from lxml import etree
 
 from ..errors import VMSubmitError
 from ..formats.diskimage import read_header, read_image
+from ..formats.imageio import ImageInfo
 
 LIBVIRT_NS_PREFIX = "http://libvirt.org/schemas/domain/"
 LOOPBACK = "127.0.0.1"
@@ -103,22 +104,27 @@ class _Context:
     images: dict[tuple[Path, str], tuple[str, ...]] = field(default_factory=dict)  # reasons per image read
     allow_host_media: bool = False
     image_dir: Path | None = None
+    declared_backing: frozenset[str] = frozenset()
 
 
 def check_domain(root: etree._Element, sandbox: Path, *,
                  allowed_networks: Iterable[str] = (), allow_host_media: bool = False,
-                 image_dir: str | Path | None = None) -> list[Refusal]:
+                 image_dir: str | Path | None = None, declared_backing: Iterable[str] = ()) -> list[Refusal]:
     """Every reason the domain XML ``root`` may not be handed to libvirt for a job in ``sandbox``.
 
     ``allowed_networks`` names the libvirt networks and host bridges the admin lets
     jobs join (VMSUBMIT_ALLOWED_NETWORKS); without it only user-mode networking passes.
     ``allow_host_media`` lets host cdrom and floppy drives through (VMSUBMIT_ALLOW_HOST_MEDIA).
     ``image_dir`` is the admin's folder of staged images a ``<backingStore>`` may name.
+    ``declared_backing`` names the images whose backing chain the user declared at submit time
+    (``--allow-backing``); such a chain passes when every file of it is in the sandbox and every
+    backing format is recorded in the headers, so libvirt never probes one.
     Linear in the size of the XML; each image's headers are read once.
     """
     context = _Context(Path(os.path.realpath(sandbox)), frozenset(allowed_networks),
                        allow_host_media=allow_host_media,
-                       image_dir=Path(os.path.realpath(image_dir)) if image_dir else None)
+                       image_dir=Path(os.path.realpath(image_dir)) if image_dir else None,
+                       declared_backing=frozenset(declared_backing))
     refusals: list[Refusal] = []
     for element, name in _elements(root):
         for reason in _reasons(element, context):
@@ -293,7 +299,7 @@ def _disk(element: etree._Element, context: _Context) -> Iterator[str]:
         yield from _overlay_reasons(image, fmt, context)
         return
     if (image, fmt) not in context.images:
-        context.images[image, fmt] = tuple(_image_reasons(image, fmt))
+        context.images[image, fmt] = tuple(_image_reasons(image, fmt, context))
     yield from context.images[image, fmt]
 
 
@@ -311,7 +317,7 @@ def _host_media(element: etree._Element, context: _Context) -> Iterator[str]:
         yield f"a host {device} drive must be a device under /dev, not '{path}'"
 
 
-def _image_reasons(image: Path, fmt: str) -> Iterator[str]:
+def _image_reasons(image: Path, fmt: str, context: _Context) -> Iterator[str]:
     try:
         info = read_image(image, allow_backing=True)  # a parent is read only if it sits next to the image
     except VMSubmitError as error:
@@ -319,8 +325,29 @@ def _image_reasons(image: Path, fmt: str) -> Iterator[str]:
         return
     if info.format != fmt:
         yield f"image {image.name} is a {info.format} image, not {fmt} as <driver type> says"
+    elif info.backing and image.name in context.declared_backing:
+        yield from _declared_chain_reasons(info, context)
     elif info.backing:
-        yield f"image {image.name} has a backing file '{info.backing}'; send a flattened image"
+        yield (f"image {image.name} has a backing file '{info.backing}'; send a flattened image "
+               "(or submit with --allow-backing, which sends the parents too)")
+
+
+def _declared_chain_reasons(info: ImageInfo, context: _Context) -> Iterator[str]:
+    """A backing chain the user declared: every file in the sandbox, every backing format recorded."""
+    node: ImageInfo | None = info
+    while node is not None and node.backing:
+        name = Path(node.path).name
+        if node.parent is None:
+            yield f"image {name}: its backing file '{node.backing}' is not next to it in the sandbox"
+            return
+        if Path(os.path.realpath(node.parent.path)).parent != context.sandbox:
+            yield f"image {name}: its backing file '{node.backing}' is outside the job's sandbox"
+            return
+        if node.format == "qcow2" and not node.backing_format:
+            yield (f"image {name}: the format of its backing file '{node.backing}' is not recorded "
+                   "(qemu-img rebase -F FORMAT); formats are never probed")
+            return
+        node = node.parent
 
 
 def _staged_base(backing: etree._Element, context: _Context) -> bool:

@@ -96,7 +96,7 @@ def _disk_problems(number: int, disk: Disk, sandbox: Path) -> list[str]:
     if not path.is_file():
         return [f"{label}: {name} is not in the job's sandbox"]
     try:
-        info = read_image(path)
+        info = read_image(path, allow_backing=disk.backing is not None)  # the user declared the chain
     except VMSubmitError as error:
         return [f"{label}: {error.message}"]
     problems = []
