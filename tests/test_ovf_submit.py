@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def run(command, *args: str, cwd: Path | None = None):  # type: ignore[no-untype
     runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
     if cwd is None:
         return runner.invoke(command, list(args), prog_name="condor_ovf_submit")
-    with runner.isolated_filesystem(temp_dir=cwd):
+    with contextlib.chdir(cwd):
         return runner.invoke(command, list(args), prog_name="condor_ovf_submit")
 
 
