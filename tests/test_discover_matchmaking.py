@@ -21,16 +21,14 @@ import pytest
 
 from condor_vmsubmit.formats.libvirt import load
 from condor_vmsubmit.spec import VMSpec
-from condor_vmsubmit.translate import SubmitDescription, TranslateOptions, translate
+from condor_vmsubmit.translate import TranslateOptions, translate
+from jobads import job_ad
 from libvirt_session import kernel_banner_under, parse_cron, run_discover, session_libvirtd, string_list
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
 # A big slot, so that only the VM facts decide (request_cpus follows the vCPUs).
 SLOT = {"MyType": '"Machine"', "Requirements": "true", "Cpus": "1024", "Memory": "1048576",
         "Disk": "1000000000"}
-INPUT_KIB = 1_000_000  # DiskUsage: condor_submit's sum of the input files' sizes
-_JOB_ATTRS = {"request_cpus": "RequestCpus", "request_memory": "RequestMemory",
-              "request_disk": "RequestDisk", "requirements": "Requirements"}
 
 
 def discovered(*, mask_firmware: bool = False, script_dir: Path | None = None) -> dict[str, str]:
@@ -64,17 +62,6 @@ def machine_ad(discovery: dict[str, str]) -> classad2.ClassAd:
     """The slot's ad: its resources plus the cron output, read as the startd reads it (old syntax)."""
     lines = "".join(f"{name} = {value}\n" for name, value in {**SLOT, **discovery}.items())
     return classad2.parseOne(lines, classad2.ParserType.Old)
-
-
-def job_ad(description: SubmitDescription) -> classad2.ClassAd:
-    """The job ad condor_submit makes from these commands (the parts Requirements read)."""
-    lines = [f"DiskUsage = {INPUT_KIB}"]
-    for key, value in description.commands:
-        if key.startswith("MY."):
-            lines.append(f"{key[3:]} = {value}")
-        elif key in _JOB_ATTRS:
-            lines.append(f"{_JOB_ATTRS[key]} = {value}")
-    return classad2.ClassAd("[" + "; ".join(lines) + "]")
 
 
 def matches(spec: VMSpec, discovery: dict[str, str], hypervisor: str | None = None) -> bool:

@@ -16,31 +16,18 @@ import pytest
 
 from condor_vmsubmit.formats.libvirt import load
 from condor_vmsubmit.spec import SharedFolder, VMSpec
-from condor_vmsubmit.translate import SubmitDescription, TranslateOptions, translate
+from condor_vmsubmit.translate import TranslateOptions, translate
+from jobads import INPUT_KIB, job_ad
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
 
 # condor_submit's names for the request commands in the job ad.
-_JOB_ATTRS = {"request_cpus": "RequestCpus", "request_memory": "RequestMemory",
-              "request_disk": "RequestDisk", "requirements": "Requirements"}
 
 HYPERVISOR_FACTS = {"MAX_VCPUS": "255", "EFI": "true", "DISK_BUSES": '"ide,fdc,scsi,virtio,usb,sata"',
                     "NIC_MODELS": '"virtio,e1000,e1000e,rtl8139"', "ARCHES": '"i686,x86_64"',
                     "MACHINE_TYPES": '"pc,pc-i440fx-7.2,q35,pc-q35-7.2"', "VIRTIOFS": "false"}
 
 
-INPUT_KIB = 1_000_000  # DiskUsage: condor_submit's sum of the input files' sizes
-
-
-def job_ad(description: SubmitDescription) -> classad2.ClassAd:
-    """The job ad condor_submit makes from these commands (the parts Requirements read)."""
-    lines = [f"DiskUsage = {INPUT_KIB}"]
-    for key, value in description.commands:
-        if key.startswith("MY."):
-            lines.append(f"{key[3:]} = {value}")
-        elif key in _JOB_ATTRS:
-            lines.append(f"{_JOB_ATTRS[key]} = {value}")
-    return classad2.ClassAd("[" + "; ".join(lines) + "]")
 
 
 def machine_ad(**changes: str | None) -> classad2.ClassAd:
