@@ -52,6 +52,7 @@ from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
 from .runner.shares import virtiofsd
 from .staged import IMAGE_DIR_KNOB, list_images
 from .classads import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
+from .config import knobs
 
 T = TypeVar("T")
 FactValue = int | bool | tuple[str, ...]
@@ -431,18 +432,6 @@ class Settings:
     allowed_buses: tuple[str, ...] = ()
     max_vcpus: int | None = None
     image_dir: str | None = None             # VMSUBMIT_IMAGE_DIR
-
-
-def knobs(names: Iterable[str]) -> dict[str, str]:
-    """HTCondor configuration values (``htcondor2.param``) of the knobs that are set."""
-    import htcondor2
-
-    found = {}
-    for name in names:
-        value = htcondor2.param.get(name)
-        if value is not None and value.strip():
-            found[name] = value.strip()
-    return found
 
 
 def default_state_dir() -> Path:

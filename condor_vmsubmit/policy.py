@@ -68,7 +68,10 @@ class Policy:
         (4294967296, ['sata', 'virtio'], frozenset())
         """
         if params is None:
-            params = _htcondor_params()
+            from .config import knobs
+
+            params = knobs((KNOB_STYLESHEETS, KNOB_MAX_MEMORY, KNOB_MAX_VCPUS, KNOB_NETWORKS, KNOB_BUSES,
+                            KNOB_HOST_MEDIA))
 
         def words(knob: str) -> tuple[str, ...]:
             return tuple(w for w in re.split(r"[\s,]+", params.get(knob) or "") if w)
@@ -102,14 +105,6 @@ class PolicyResult:
             return "accepted unchanged"
         more = len(self.changes) - limit
         return "; ".join(self.changes[:limit]) + (f"; and {more} more" if more > 0 else "")
-
-
-def _htcondor_params() -> Mapping[str, str]:
-    try:
-        import htcondor2
-    except ImportError:
-        return {}
-    return htcondor2.param
 
 
 def _whole_number(params: Mapping[str, str], knob: str) -> int | None:

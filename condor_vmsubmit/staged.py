@@ -138,8 +138,6 @@ def find_image(folder: str | os.PathLike[str] | None, name: str) -> tuple[Path, 
 
 def image_dir_from_config() -> str | None:
     """The admin's image folder (``VMSUBMIT_IMAGE_DIR``), None when unset."""
-    try:
-        import htcondor2
-    except ImportError:
-        return None
-    return (htcondor2.param.get(IMAGE_DIR_KNOB) or "").strip() or None
+    from .config import knob
+
+    return knob(IMAGE_DIR_KNOB)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import htcondor2
 
 from . import jobcontract
+from .config import knob
 from .errors import SubmitError
 
 
@@ -26,8 +27,7 @@ class Submitted:
 
 def configured_runner() -> str:
     """The runner path from the ``VMSUBMIT_RUNNER`` knob, else the documented default."""
-    value = htcondor2.param.get(jobcontract.RUNNER_KNOB)
-    return value.strip() if value and value.strip() else jobcontract.DEFAULT_RUNNER
+    return knob(jobcontract.RUNNER_KNOB) or jobcontract.DEFAULT_RUNNER
 
 
 def find_schedd(name: str | None = None, pool: str | None = None) -> htcondor2.Schedd:

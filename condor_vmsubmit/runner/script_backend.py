@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .. import jobcontract
+from ..config import knob
 from ..errors import InputError
 from .chirp import Reporter
 from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
@@ -26,12 +27,8 @@ JOB_AD_FILE = "job.ad"
 
 def configured_script_dir() -> Path | None:
     """The admin's script folder from the HTCondor configuration, if set."""
-    try:
-        import htcondor2
-    except ImportError:
-        return None
-    value = htcondor2.param.get(SCRIPT_DIR_KNOB)
-    return Path(value.strip()) if value and value.strip() else None
+    value = knob(SCRIPT_DIR_KNOB)
+    return Path(value) if value else None
 
 
 def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signals: Signals) -> Outcome:
