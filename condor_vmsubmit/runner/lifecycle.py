@@ -37,6 +37,7 @@ from .usage import UsageReporter, sample
 from .verify import verify_match
 
 EXIT_INTERRUPTED = 130
+USAGE_POLL_SECONDS = 0.2  # how often the watch loop looks whether a usage report is due
 _EXIT_STATUS = re.compile(re.escape(jobcontract.GUEST_EXIT_MARKER) + r"(\d+)")
 
 
@@ -156,20 +157,35 @@ def _shares(job: Job) -> tuple[Share, ...]:
 
 
 class Signals:
-    """SIGTERM (vacate, rm, hold) asks for a checkpoint; SIGINT (Ctrl-C of --local) for the end."""
+    """SIGTERM (vacate, rm, hold) asks for a checkpoint; SIGINT (Ctrl-C of --local) for the end.
+
+    Each signal also puts ``None`` into :attr:`wakeups`, the queue the runner waits on (the
+    libvirt event thread puts the guest's lifecycle events there too), so a checkpoint starts
+    the moment SIGTERM arrives.  A :class:`queue.SimpleQueue` may be fed from a signal handler.
+    """
 
     def __init__(self) -> None:
         self.checkpoint = False
         self.interrupt = False
+        self.wakeups: queue.SimpleQueue = queue.SimpleQueue()
         self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         signal.signal(signal.SIGTERM, self._term)
         signal.signal(signal.SIGINT, self._int)
 
     def _term(self, *_: object) -> None:
         self.checkpoint = True
+        self.wakeups.put(None)
 
     def _int(self, *_: object) -> None:
         self.interrupt = True
+        self.wakeups.put(None)
+
+    def wait(self, timeout: float) -> object | None:
+        """The next wakeup (None for a signal), or None after ``timeout`` seconds without one."""
+        try:
+            return self.wakeups.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():
@@ -202,8 +218,8 @@ def _stopped_outcome(detail: int, console_log: Path) -> Outcome:
     return Outcome(jobcontract.EXIT_GUEST_CRASHED, why.get(detail, f"the guest stopped (libvirt detail {detail})"))
 
 
-def watch(session: Session, domain: libvirt.virDomain, events: queue.Queue, signals: Signals,
-          job: Job, usage: UsageReporter) -> Outcome:
+def watch(session: Session, domain: libvirt.virDomain, signals: Signals, job: Job,
+          usage: UsageReporter) -> Outcome:
     """Wait for the guest to end, a signal, or the next usage report."""
     uuid = domain.UUIDString()
     while True:
@@ -217,12 +233,9 @@ def watch(session: Session, domain: libvirt.virDomain, events: queue.Queue, sign
             return Outcome(EXIT_INTERRUPTED, "interrupted")
         if usage.due():
             usage.report(sample(session.connection, domain))
-        try:
-            event_uuid, event, detail = events.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if event_uuid == uuid and event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
-            return _stopped_outcome(detail, job.sandbox.console_log)
+        match signals.wait(timeout=USAGE_POLL_SECONDS):
+            case (event_uuid, libvirt.VIR_DOMAIN_EVENT_STOPPED, detail) if event_uuid == uuid:
+                return _stopped_outcome(detail, job.sandbox.console_log)
 
 
 def checkpoint(domain: libvirt.virDomain, job: Job) -> Outcome:
@@ -264,13 +277,12 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals) -> Ou
     root = prepare(job, options, reporter)
     usage = UsageReporter(reporter, options.usage_interval)
     with Session(job.sandbox.state_dir, options.uri) as session, virtiofs_daemons(_shares(job)):
-        events: queue.Queue = queue.Queue()
         session.connection.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-            lambda _c, dom, event, detail, q: q.put((dom.UUIDString(), event, detail)), events)
+            lambda _c, dom, event, detail, q: q.put((dom.UUIDString(), event, detail)), signals.wakeups)
         if signals.checkpoint and job.sandbox.save_file.exists():
             return Outcome(jobcontract.EXIT_CHECKPOINTED)  # the saved state is still the guest's state
         if signals.checkpoint or signals.interrupt:
             return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
         domain = start(session, root, job, reporter)
-        return watch(session, domain, events, signals, job, usage)
+        return watch(session, domain, signals, job, usage)

@@ -8,7 +8,6 @@ watch -> the guest's exit status; SIGTERM -> the script's checkpoint -> EXIT_CHE
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 from .. import jobcontract
@@ -81,7 +80,7 @@ def _watch(guest: subprocess.Popen, action, job: Job, signals: Signals, hypervis
             guest.kill()
             guest.wait()
             return Outcome(EXIT_INTERRUPTED, "interrupted")
-        time.sleep(0.2)
+        signals.wait(timeout=0.2)
     errors = guest.stderr.read() if guest.stderr else ""
     if guest.returncode != 0:
         return Outcome(jobcontract.EXIT_START_FAILED,

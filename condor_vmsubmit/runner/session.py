@@ -9,6 +9,7 @@ and QEMU live in the job's process tree (see :mod:`.guard`).  A configured URI
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,8 @@ def start_event_loop() -> None:
     libvirt.virEventRegisterDefaultImpl()
 
     def loop() -> None:
+        # Signals go to the main thread, whose wait they interrupt (lifecycle.Signals).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         while True:
             libvirt.virEventRunDefaultImpl()
 
