@@ -9,7 +9,9 @@
    next console line of the restored guest, against ``virsh save`` plus ``virsh
    restore`` -> the next console line.
 
-Prints medians and the ratios runner / virsh (target: at most 1.15).
+Prints medians and the ratios runner / virsh (target: at most 1.15), then the save and the
+restore on their own.  The package's bytecode is compiled first, as ``pip install`` does on an
+execute node (with ``PYTHONDONTWRITEBYTECODE`` set, every runner would compile its sources anew).
 
     python3 bench/bench_runner.py [--rounds 3]
 """
@@ -17,6 +19,7 @@ Prints medians and the ratios runner / virsh (target: at most 1.15).
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import signal
 import statistics
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,24 +69,32 @@ class ReferenceDaemon:
     """
 
     def __init__(self) -> None:
-        self.state = Path(tempfile.mkdtemp(prefix="cvb", dir="/tmp"))
-        for folder in ("run", "config", "cache"):
-            (self.state / folder).mkdir(mode=0o700)
-        self.guardian = subprocess.Popen([sys.executable, "-m", "condor_vmsubmit.runner.guard", str(self.state),
-                                          str(os.getpid())], stdin=subprocess.PIPE, start_new_session=True)
-        wait(guard.socket_path(self.state).exists, "the reference libvirtd")
+        self.guardian = guard.GuardianProcess(Path(tempfile.mkdtemp(prefix="cvb", dir="/tmp")))
+        self.guardian.wait_until_listening()
         time.sleep(0.5)  # listening, not just bound
-        self.uri = guard.uri(self.state)
+        self.uri = self.guardian.uri
 
     def virsh(self, *args: str) -> None:
         subprocess.run(["virsh", "-q", "-c", self.uri, *args], check=True, capture_output=True)
 
     def close(self) -> None:
-        self.guardian.stdin.close()  # the guardian destroys what is left, stops libvirtd, removes the folder
-        self.guardian.wait()
+        self.guardian.stop()  # the guardian destroys what is left, stops libvirtd, removes the folder
 
 
-def runner_round(guest_dir: Path, n: int) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Times:
+    """One round, in seconds: boot to the first console line; save; restore to the next line."""
+
+    boot: float
+    save: float
+    restore: float
+
+    @property
+    def save_restore(self) -> float:
+        return self.save + self.restore
+
+
+def runner_round(guest_dir: Path, n: int) -> Times:
     sandbox = make_sandbox(guest_dir, COUNTER, job_id=f"900.{n}")
     runner = start_runner(sandbox)
     boot = wait(console_has_text(sandbox), "the runner's guest")
@@ -90,18 +102,19 @@ def runner_round(guest_dir: Path, n: int) -> tuple[float, float]:
     start = time.monotonic()
     runner.send_signal(signal.SIGTERM)
     runner.wait()
+    saved = time.monotonic()
     assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, runner.stderr.read()
     seen = len(counts(sandbox))
     runner = start_runner(sandbox)
     wait(lambda: len(counts(sandbox)) > seen, "the restored guest")
-    save_restore = time.monotonic() - start
+    restored = time.monotonic()
     os.killpg(runner.pid, signal.SIGINT)
     runner.wait()
     subprocess.run(["rm", "-rf", str(sandbox)], check=False)
-    return boot, save_restore
+    return Times(boot, saved - start, restored - saved)
 
 
-def virsh_round(guest_dir: Path, daemon: ReferenceDaemon, n: int) -> tuple[float, float]:
+def virsh_round(guest_dir: Path, daemon: ReferenceDaemon, n: int) -> Times:
     sandbox = make_sandbox(guest_dir, COUNTER, job_id=f"901.{n}")
     spec = VMSpec.from_json((sandbox / jobcontract.SPEC_FILE).read_text())
     xml = sandbox / "rendered.xml"
@@ -116,19 +129,28 @@ def virsh_round(guest_dir: Path, daemon: ReferenceDaemon, n: int) -> tuple[float
     save = sandbox / "guest.save"
     start = time.monotonic()
     daemon.virsh("save", name, str(save))
+    saved = time.monotonic()
     seen = len(counts(sandbox))
     daemon.virsh("restore", str(save), "--xml", str(xml))
     wait(lambda: len(counts(sandbox)) > seen, "the restored guest")
-    save_restore = time.monotonic() - start
+    restored = time.monotonic()
     daemon.virsh("destroy", name)
     subprocess.run(["rm", "-rf", str(sandbox)], check=False)
-    return boot, save_restore
+    return Times(boot, saved - start, restored - saved)
+
+
+def report(what: str, ours: list[float], theirs: list[float]) -> None:
+    """One line: medians and their ratio; then every round, for the spread."""
+    mine, reference = statistics.median(ours), statistics.median(theirs)
+    print(f"{what:38s} runner {mine:6.2f} s   virsh {reference:6.2f} s   ratio {mine / reference:.2f}")
+    print(f"{'':38s} rounds: runner {' '.join(f'{t:.2f}' for t in ours)}   virsh {' '.join(f'{t:.2f}' for t in theirs)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    compileall.compile_dir(REPO / "condor_vmsubmit", quiet=1)
     guest_dir = Path(tempfile.mkdtemp(prefix="cvg", dir="/tmp"))
     guest_builder().build_guest(guest_dir)
     daemon = ReferenceDaemon()
@@ -141,10 +163,11 @@ def main() -> None:
     finally:
         daemon.close()
         subprocess.run(["rm", "-rf", str(guest_dir)], check=False)
-    for index, what in enumerate(("start -> first console line", "save + restore -> next console line")):
-        ours = statistics.median(t[index] for t in runner_times)
-        theirs = statistics.median(t[index] for t in virsh_times)
-        print(f"{what:38s} runner {ours:6.2f} s   virsh {theirs:6.2f} s   ratio {ours / theirs:.2f}")
+    for what, field in (("start -> first console line", "boot"),
+                        ("save + restore -> next console line", "save_restore"),
+                        ("  of which save (SIGTERM -> exit 85)", "save"),
+                        ("  of which restore -> next line", "restore")):
+        report(what, [getattr(t, field) for t in runner_times], [getattr(t, field) for t in virsh_times])
 
 
 if __name__ == "__main__":

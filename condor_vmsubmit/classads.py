@@ -67,3 +67,12 @@ def vm_type_for(hypervisor: str) -> str:
     if hypervisor == ANY_HYPERVISOR or hypervisor in LIBVIRT_HYPERVISORS:
         return LIBVIRT_MANAGED
     return SCRIPT_MANAGED
+
+
+def script_managed(hypervisor: str | None) -> bool:
+    """Whether an admin's script runs the guest of a spec naming ``hypervisor`` (None: any).
+
+    >>> script_managed("virtualbox"), script_managed("kvm"), script_managed(None)
+    (True, False, False)
+    """
+    return vm_type_for(hypervisor or ANY_HYPERVISOR) == SCRIPT_MANAGED

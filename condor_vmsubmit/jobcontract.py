@@ -34,6 +34,7 @@ HOLD_REASON_ATTR = "VMHoldReason"
 # Job attributes the runner updates while the guest runs (usage reporting).
 USAGE_ATTRS = ("VMCpuSeconds", "VMMemoryBytes", "VMDiskReadBytes", "VMDiskWriteBytes",
                "VMNetRxBytes", "VMNetTxBytes")
+USAGE_INTERVAL_SECONDS = 60.0   # between two updates of them, unless the runner is told otherwise
 # Job attribute naming what the admin policy changed (empty when nothing).
 POLICY_CHANGES_ATTR = "VMPolicyChanges"
 

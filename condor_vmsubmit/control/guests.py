@@ -26,10 +26,11 @@ import classad2
 from lxml import etree
 
 from .. import jobcontract
-from ..classads import SCRIPT_MANAGED, vm_type_for
+from ..classads import script_managed
 from ..errors import ControlError, InputError, NoGuestError
 from ..runner.render import domain_name
-from ..runner.sandbox import Job, Sandbox, read_ad
+from ..runner.job import Job, read_ad
+from ..runner.sandbox import Sandbox
 from ..runner.script_protocol import ActionResult, Outcome, find_script, run_action
 from ..spec import VMSpec
 from .locate import Runner, find_runner
@@ -228,7 +229,7 @@ def open_guest(sandbox: Path, *, libvirt_uri: str | None, script_dir: Path | Non
     except (ValueError, TypeError) as exc:
         raise InputError(f"not a VM spec: {exc}", path=spec_file) from None
     job_ad = Path(os.environ.get("_CONDOR_JOB_AD") or sandbox / ".job.ad")
-    if spec is not None and spec.hypervisor and vm_type_for(spec.hypervisor) == SCRIPT_MANAGED:
+    if spec is not None and script_managed(spec.hypervisor):
         if script_dir is None:
             raise NoGuestError(f"the job's VM is script-managed ({spec.hypervisor}) but no script directory "
                                "is configured (VMSUBMIT_SCRIPT_DIR, or --script-dir)")

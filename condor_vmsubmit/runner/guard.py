@@ -1,6 +1,6 @@
 """The guardian: owns the job's session libvirtd and makes the guest follow the runner.
 
-Started by :class:`condor_vmsubmit.runner.session.Session` in a session of its own
+Started through :class:`GuardianProcess` (the runner's end of it) in a session of its own
 (``python -m condor_vmsubmit.runner.guard STATE_DIR RUNNER_PID``), it
 
 * starts ``libvirtd`` in session mode with its XDG folders in ``STATE_DIR`` (as root,
@@ -30,11 +30,22 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import VMSubmitError
+
 PR_SET_CHILD_SUBREAPER = 36
 POLL_SECONDS = 0.1
+STARTUP_POLL_SECONDS = 0.005
 LIBVIRTD = "/usr/sbin/libvirtd"
 # As root, libvirtd runs in a user namespace as this uid so that it is a session daemon.
 NAMESPACE_UID = 1000
+SOCKET_WAIT_SECONDS = 30.0
+# struct sockaddr_un.sun_path holds 108 bytes; libvirt puts QEMU's monitor socket deepest.
+MAX_SOCKET_PATH = 107
+_DEEPEST_SOCKET = "config/libvirt/qemu/lib/domain-999-cvm-0123456789/monitor.sock"
+
+
+class SessionError(VMSubmitError):
+    """The per-job libvirt session could not be started."""
 
 
 def session_environment(state_dir: Path) -> dict[str, str]:
@@ -57,6 +68,55 @@ def socket_path(state_dir: Path) -> Path:
 
 def uri(state_dir: Path) -> str:
     return f"qemu:///session?socket={socket_path(state_dir)}"
+
+
+def state_folder(sandbox_state: Path) -> Path:
+    """Where the session keeps its files: the sandbox's own folder, unless its socket paths
+    would be too long for UNIX sockets; then a short private folder in /tmp (the guardian
+    removes either when the job ends)."""
+    if len(str(sandbox_state / _DEEPEST_SOCKET)) <= MAX_SOCKET_PATH:
+        return sandbox_state
+    return Path(tempfile.mkdtemp(prefix="cvm-"))
+
+
+class GuardianProcess:
+    """The runner's end: the guardian started at once, waited for only when the session is needed.
+
+    Starting it does not wait, so the job's libvirtd comes up while the runner does other work
+    (imports, checks).  :meth:`stop` ends the guardian, which takes the session with it.
+    """
+
+    def __init__(self, sandbox_state: Path):
+        self.state_dir = state_folder(sandbox_state)
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        for folder in ("run", "config", "cache"):
+            (self.state_dir / folder).mkdir(mode=0o700, exist_ok=True)
+        self.process = subprocess.Popen([sys.executable, "-m", __name__, str(self.state_dir), str(os.getpid())],
+                                        stdin=subprocess.PIPE, start_new_session=True)
+
+    @property
+    def uri(self) -> str:
+        return uri(self.state_dir)
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_until_listening(self) -> None:
+        """Return once the job's libvirtd has made its socket; SessionError if it never does."""
+        socket = socket_path(self.state_dir)
+        deadline = time.monotonic() + SOCKET_WAIT_SECONDS
+        while not socket.exists():
+            if not self.running() or time.monotonic() > deadline:
+                log = self.state_dir / "libvirtd.log"
+                tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+                raise SessionError(f"the per-job libvirtd did not start: {tail.strip()}")
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        """Let the guardian destroy what is left, stop libvirtd and remove the state folder."""
+        if not self.process.stdin.closed:
+            self.process.stdin.close()
+        self.process.wait()
 
 
 def process_stopped(pid: int) -> bool:
@@ -144,15 +204,22 @@ class Guardian:
         self.daemon = subprocess.Popen(libvirtd_command(), env=session_environment(state_dir),
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
+        import libvirt  # now, while libvirtd starts: connect() finds it loaded
+
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
     def connect(self):
-        """Our own connection to the session, once its socket is there."""
+        """Our own connection to the session, once its socket is there.
+
+        The first one also loads libvirt's capabilities of QEMU (from the node's cache), while
+        the runner is still busy with its own start: its start or restore then finds them ready.
+        """
         if self.connection is None and socket_path(self.state_dir).exists():
             import libvirt
 
-            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
             try:
                 self.connection = libvirt.open(uri(self.state_dir))
+                self.connection.getCapabilities()
             except libvirt.libvirtError:
                 return None
         return self.connection
@@ -203,17 +270,20 @@ class Guardian:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass  # reaped meanwhile
-            time.sleep(0.01)  # gone once the reaper thread has reaped them: nothing writes here any more
+            time.sleep(0.002)  # gone once the reaper thread has reaped them: nothing writes here any more
         if self.node_cache is not None:
             copy_capabilities(self.state_dir / CAPABILITIES, self.node_cache / "capabilities")
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def run(self) -> None:
         """Follow the runner until our stdin closes, then clean up."""
+        poll = STARTUP_POLL_SECONDS  # until connected (or libvirtd gone): see connect()
         while True:
-            readable, _, _ = select.select([sys.stdin.buffer], [], [], POLL_SECONDS)
+            readable, _, _ = select.select([sys.stdin.buffer], [], [], poll)
             if readable and not os.read(sys.stdin.fileno(), 4096):
                 break
+            if self.connect() is not None or self.daemon.poll() is not None:
+                poll = POLL_SECONDS
             self.follow()
         self.clean_up()
 
@@ -225,6 +295,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
     Guardian(Path(sys.argv[1]), int(sys.argv[2])).run()
+    # Everything is cleaned up: leave at once (the runner waits for us), without the
+    # interpreter's teardown of libvirt and the reaper thread.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

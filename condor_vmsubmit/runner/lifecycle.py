@@ -23,14 +23,14 @@ from lxml import etree
 from .. import jobcontract
 from ..errors import VMSubmitError
 from ..staged import image_dir_from_config
-from ..classads import ANY_HYPERVISOR, SCRIPT_MANAGED, vm_type_for
 from ..policy import Policy, apply_policy
 from .chirp import Reporter
 from .guard import node_cache
 from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
-from .sandbox import Job
+from .job import Job
+from .guard import GuardianProcess
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
@@ -52,7 +52,7 @@ class Outcome:
 @dataclass(frozen=True)
 class Options:
     uri: str | None = None                 # None: a private qemu:///session in the sandbox
-    usage_interval: float = 60.0
+    usage_interval: float = jobcontract.USAGE_INTERVAL_SECONDS
     policy: Policy | None = None           # None: read the HTCondor configuration
     script_dir: Path | None = None         # admin scripts for script-managed hypervisors
 
@@ -251,12 +251,16 @@ def checkpoint(domain: libvirt.virDomain, job: Job) -> Outcome:
     return Outcome(jobcontract.EXIT_CHECKPOINTED)
 
 
-def run(job: Job, options: Options, reporter: Reporter) -> int:
-    """Run the job's guest to its end; the runner's exit code."""
+def run(job: Job, options: Options, reporter: Reporter, guardian: GuardianProcess | None = None) -> int:
+    """Run the job's guest to its end; the runner's exit code.
+
+    ``guardian``: the job's libvirtd, already started by the caller (who stops it); without
+    one (and without ``options.uri``) the session starts its own.
+    """
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     signals = Signals()
     try:
-        outcome = _run(job, options, reporter, signals)
+        outcome = _run(job, options, reporter, signals, guardian)
     except Stop as stop:
         outcome = stop.outcome
     finally:
@@ -269,14 +273,15 @@ def run(job: Job, options: Options, reporter: Reporter) -> int:
     return outcome.code
 
 
-def _run(job: Job, options: Options, reporter: Reporter, signals: Signals) -> Outcome:
-    if vm_type_for(job.spec.hypervisor or ANY_HYPERVISOR) == SCRIPT_MANAGED:
+def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
+         guardian: GuardianProcess | None) -> Outcome:
+    if job.script_managed:
         from .script_backend import run_script_job
 
         return run_script_job(job, options.script_dir, reporter, signals)
     root = prepare(job, options, reporter)
     usage = UsageReporter(reporter, options.usage_interval)
-    with Session(job.sandbox.state_dir, options.uri) as session, virtiofs_daemons(_shares(job)):
+    with Session(job.sandbox.state_dir, options.uri, guardian) as session, virtiofs_daemons(_shares(job)):
         session.connection.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
             lambda _c, dom, event, detail, q: q.put((dom.UUIDString(), event, detail)), signals.wakeups)

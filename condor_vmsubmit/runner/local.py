@@ -24,7 +24,8 @@ from ..errors import InputError
 from ..spec import VMSpec
 from .chirp import Reporter
 from .lifecycle import Options, run
-from .sandbox import Sandbox, load_job
+from .job import load_job
+from .sandbox import Sandbox, ad_files
 
 STREAM_POLL_SECONDS = 0.1
 
@@ -105,7 +106,7 @@ def run_local(spec: VMSpec, input_files: list[str], *, options: Options = Option
             (folder / jobcontract.SPEC_FILE).write_text(spec.to_json())
         environ = {"_CONDOR_JOB_AD": str(folder / "job.ad"), "_CONDOR_MACHINE_AD": str(folder / "machine.ad"),
                    "_CONDOR_SCRATCH_DIR": str(folder)}
-        job = load_job(environ, folder)
+        job = load_job(ad_files(environ), Sandbox(folder.resolve()))
         with ConsoleStream(Sandbox(folder).console_log, terminal, spec.name):
             code = run(job, options, Reporter(environ={}, stream=terminal.file))
         terminal.print(_verdict(code), highlight=False)

@@ -15,7 +15,7 @@ from ..config import knob
 from ..errors import InputError
 from .chirp import Reporter
 from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
-from .sandbox import Job
+from .job import Job
 from .script_protocol import Outcome as ScriptOutcome
 from .script_protocol import find_script, last_line, run_action, start_guest
 from .verify import verify_match

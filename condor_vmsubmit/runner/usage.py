@@ -10,7 +10,6 @@ import libvirt
 from .. import jobcontract
 from .chirp import Reporter
 
-DEFAULT_INTERVAL = 60.0
 _STATS = (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
           | libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_INTERFACE)
 
@@ -70,7 +69,7 @@ def sample(connection: libvirt.virConnect, domain: libvirt.virDomain) -> Usage |
 class UsageReporter:
     """Reports a sample at most every ``interval`` seconds (and the last one at the end)."""
 
-    def __init__(self, reporter: Reporter, interval: float = DEFAULT_INTERVAL):
+    def __init__(self, reporter: Reporter, interval: float = jobcontract.USAGE_INTERVAL_SECONDS):
         self.reporter = reporter
         self.interval = interval
         self.last_time = time.monotonic()  # the first report after one interval
