@@ -66,10 +66,11 @@ class ReferenceDaemon:
     It is started by the same guardian the runner uses, so both daemons are set up alike
     (QEMU output to files, capabilities cache) and both have a parent that reaps QEMU
     promptly: libvirt waits for a killed QEMU to be reaped, and PID 1 may be slow at it.
+    Unlike the runner's, it loads every libvirt driver, as an admin's daemon does.
     """
 
     def __init__(self) -> None:
-        self.guardian = guard.GuardianProcess(Path(tempfile.mkdtemp(prefix="cvb", dir="/tmp")))
+        self.guardian = guard.GuardianProcess(Path(tempfile.mkdtemp(prefix="cvb", dir="/tmp")), all_drivers=True)
         self.guardian.wait_until_listening()
         time.sleep(0.5)  # listening, not just bound
         self.uri = self.guardian.uri

@@ -118,6 +118,18 @@ def test_stopping_the_runner_pauses_the_guest_and_sigkill_leaves_nothing(guest_d
     assert not qemu_of("3.0")
 
 
+def test_the_jobs_libvirtd_loads_the_qemu_driver_alone(guest_dir, sandboxes):
+    runner, sandbox = run_guest(guest_dir, sandboxes, COUNTER, "3.1")
+    wait_for(lambda: len(counts(sandbox)) >= 1, BOOT, "the guest to count", runner)
+    daemons = [pid for pid in descendants(runner.pid) if os.path.realpath(f"/proc/{pid}/exe") == "/usr/sbin/libvirtd"]
+    assert len(daemons) == 1, daemons
+    drivers = {Path(line.split()[-1]).name for line in Path(f"/proc/{daemons[0]}/maps").read_text().splitlines()
+               if "/connection-driver/" in line}
+    assert drivers == {"libvirt_driver_qemu.so"}
+    runner.send_signal(signal.SIGINT)
+    runner.communicate(timeout=60)
+
+
 def test_a_crash_of_the_emulator_is_reported(guest_dir, sandboxes):
     runner, sandbox = run_guest(guest_dir, sandboxes, COUNTER, "4.0")
     wait_for(lambda: len(counts(sandbox)) >= 1, BOOT, "the guest to count", runner)

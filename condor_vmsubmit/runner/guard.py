@@ -1,13 +1,14 @@
 """The guardian: owns the job's session libvirtd and makes the guest follow the runner.
 
 Started through :class:`GuardianProcess` (the runner's end of it) in a session of its own
-(``python -m condor_vmsubmit.runner.guard STATE_DIR RUNNER_PID``), it
+(``python -m condor_vmsubmit.runner.guard [--all-drivers] STATE_DIR RUNNER_PID``), it
 
 * starts ``libvirtd`` in session mode with its XDG folders in ``STATE_DIR`` (as root,
   inside a user namespace that maps root to an ordinary uid: libvirt gives root only
   the system daemon) and becomes QEMU's parent (a child subreaper), so QEMU stays in
   the job's process tree; it seeds the session with libvirt's probe of QEMU from
-  earlier jobs of the same user on this node (a second saved per job);
+  earlier jobs of the same user on this node (a second saved per job), and the daemon
+  loads libvirt's QEMU driver alone (:func:`qemu_driver_only`);
 * pauses every running guest while the runner is stopped (SIGSTOP, a suspend) and
   resumes it when the runner continues;
 * when its stdin reaches end of file -- the runner exited or was killed, however --
@@ -25,6 +26,7 @@ import signal
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -38,6 +40,8 @@ STARTUP_POLL_SECONDS = 0.005
 LIBVIRTD = "/usr/sbin/libvirtd"
 # As root, libvirtd runs in a user namespace as this uid so that it is a session daemon.
 NAMESPACE_UID = 1000
+QEMU_DRIVER = "libvirt_driver_qemu.so"
+ALL_DRIVERS_FLAG = "--all-drivers"
 SOCKET_WAIT_SECONDS = 30.0
 # struct sockaddr_un.sun_path holds 108 bytes; libvirt puts QEMU's monitor socket deepest.
 MAX_SOCKET_PATH = 107
@@ -53,6 +57,34 @@ def session_environment(state_dir: Path) -> dict[str, str]:
     return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(state_dir),
             "XDG_RUNTIME_DIR": str(state_dir / "run"), "XDG_CONFIG_HOME": str(state_dir / "config"),
             "XDG_CACHE_HOME": str(state_dir / "cache"), "LANG": "C"}
+
+
+def system_driver_dir() -> Path | None:
+    """Where this host's libvirt keeps its driver modules (distributions differ), or None."""
+    candidates = [Path("/usr/lib64/libvirt/connection-driver"), Path("/usr/lib/libvirt/connection-driver")]
+    if multiarch := sysconfig.get_config_var("MULTIARCH"):
+        candidates.insert(0, Path("/usr/lib", multiarch, "libvirt", "connection-driver"))
+    return next((folder for folder in candidates if (folder / QEMU_DRIVER).is_file()), None)
+
+
+def qemu_driver_only(state_dir: Path) -> dict[str, str]:
+    """What makes the job's libvirtd load libvirt's QEMU driver alone: a folder in ``state_dir``
+    holding only that module, named by ``LIBVIRT_DRIVER_DIR``.
+
+    The network, storage, node-device, nwfilter, interface and secret drivers would only do
+    work nobody uses at start-up (a udev scan of the host's devices among it; about half of the
+    daemon's first CPU time): the runner renders user-mode networking and file disks and refuses
+    host devices.  Empty (every driver loads) where the module is not found.
+    """
+    system = system_driver_dir()
+    if system is None:
+        return {}
+    folder = state_dir / "drivers"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    link = folder / QEMU_DRIVER
+    if not link.is_symlink():
+        link.symlink_to(system / QEMU_DRIVER)
+    return {"LIBVIRT_DRIVER_DIR": str(folder)}
 
 
 def libvirtd_command() -> list[str]:
@@ -86,12 +118,14 @@ class GuardianProcess:
     (imports, checks).  :meth:`stop` ends the guardian, which takes the session with it.
     """
 
-    def __init__(self, sandbox_state: Path):
+    def __init__(self, sandbox_state: Path, *, all_drivers: bool = False):
+        """``all_drivers``: a libvirtd with every driver, as an admin's own (bench/ compares with one)."""
         self.state_dir = state_folder(sandbox_state)
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
         for folder in ("run", "config", "cache"):
             (self.state_dir / folder).mkdir(mode=0o700, exist_ok=True)
-        self.process = subprocess.Popen([sys.executable, "-m", __name__, str(self.state_dir), str(os.getpid())],
+        flags = [ALL_DRIVERS_FLAG] if all_drivers else []
+        self.process = subprocess.Popen([sys.executable, "-m", __name__, *flags, str(self.state_dir), str(os.getpid())],
                                         stdin=subprocess.PIPE, start_new_session=True)
 
     @property
@@ -191,7 +225,7 @@ def write_qemu_conf(state_dir: Path) -> None:
 
 
 class Guardian:
-    def __init__(self, state_dir: Path, runner_pid: int):
+    def __init__(self, state_dir: Path, runner_pid: int, *, all_drivers: bool = False):
         self.state_dir = state_dir
         self.runner_pid = runner_pid
         self.connection = None
@@ -201,7 +235,8 @@ class Guardian:
         if self.node_cache is not None:
             copy_capabilities(self.node_cache / "capabilities", state_dir / CAPABILITIES)
         log = open(state_dir / "libvirtd.log", "ab")
-        self.daemon = subprocess.Popen(libvirtd_command(), env=session_environment(state_dir),
+        environment = session_environment(state_dir) | ({} if all_drivers else qemu_driver_only(state_dir))
+        self.daemon = subprocess.Popen(libvirtd_command(), env=environment,
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         import libvirt  # now, while libvirtd starts: connect() finds it loaded
@@ -294,7 +329,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
-    Guardian(Path(sys.argv[1]), int(sys.argv[2])).run()
+    *flags, state_dir, runner_pid = sys.argv[1:]
+    Guardian(Path(state_dir), int(runner_pid), all_drivers=ALL_DRIVERS_FLAG in flags).run()
     # Everything is cleaned up: leave at once (the runner waits for us), without the
     # interpreter's teardown of libvirt and the reaper thread.
     sys.stderr.flush()
