@@ -14,7 +14,7 @@ import pytest
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.spec import Nic
 
-from guest import FakeChirp, console, guest_spec, make_sandbox, start_runner
+from guest import FakeChirp, console, guest_spec, make_sandbox, runner_env, start_runner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,6 +44,22 @@ def test_without_the_starters_ads_the_runner_says_so_in_one_line(tmp_path):
     assert done.returncode == jobcontract.EXIT_START_FAILED
     assert done.stderr.strip() == ("condor_vm_runner: error: $_CONDOR_JOB_AD is not set: the runner runs as "
                                    "an HTCondor job's executable (or through --local)")
+
+
+def test_the_jobs_libvirtd_starts_before_the_heavy_imports(guest_dir, sandboxes):
+    """The guardian (and with it libvirtd) is started before libvirt, the ClassAd library, lxml and
+    the HTCondor bindings are loaded, so the daemon comes up while they load."""
+    sandbox = sandboxes(guest_dir, "exit 4", job_id="19.0")
+    code = ("import sys\nfrom condor_vmsubmit.runner import cli, guard\nstart = guard.GuardianProcess.__init__\n"
+            "def recording(self, *args, **kwargs):\n"
+            "    heavy = sorted(m for m in ('libvirt', 'classad2', 'lxml', 'htcondor2') if m in sys.modules)\n"
+            "    print('LOADED', heavy, file=sys.stderr, flush=True)\n"
+            "    start(self, *args, **kwargs)\n"
+            "guard.GuardianProcess.__init__ = recording\ncli.main([])\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=sandbox, env=runner_env(sandbox), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 4, done.stderr
+    assert "LOADED []" in done.stderr
 
 
 def test_a_broken_spec_file_is_one_line(guest_dir, sandboxes):
