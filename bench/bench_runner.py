@@ -10,10 +10,11 @@
    restore`` -> the next console line.
 
 Prints medians and the ratios runner / virsh (target: at most 1.15), then the save and the
-restore on their own.  The package's bytecode is compiled first, as ``pip install`` does on an
+restore on their own.  ``--fill-mib N`` has the guest first fill N MiB of its memory with data,
+so that its saved state is as large as a working guest's (the target is measured without).  The package's bytecode is compiled first, as ``pip install`` does on an
 execute node (with ``PYTHONDONTWRITEBYTECODE`` set, every runner would compile its sources anew).
 
-    python3 bench/bench_runner.py [--rounds 3]
+    python3 bench/bench_runner.py [--rounds 3] [--fill-mib 0]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from guest import counts, guest_builder, make_sandbox, start_runner  # noqa: E402
+from guest import counts, guest_builder, guest_spec, make_sandbox, start_runner  # noqa: E402
 
 from condor_vmsubmit import jobcontract  # noqa: E402
 from condor_vmsubmit.runner import guard  # noqa: E402
@@ -42,6 +43,7 @@ from condor_vmsubmit.runner.sandbox import Sandbox  # noqa: E402
 from condor_vmsubmit.spec import VMSpec  # noqa: E402
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.1; done"
+BASE_MEMORY_MIB = 128
 TIMEOUT = 120.0
 
 
@@ -83,6 +85,25 @@ class ReferenceDaemon:
 
 
 @dataclass(frozen=True)
+class Workload:
+    """The guest's job (count on the console, after filling ``fill_mib`` MiB of its memory) and spec."""
+
+    fill_mib: int = 0
+
+    @property
+    def script(self) -> str:
+        fill = f"yes checkpoint | head -c {self.fill_mib << 20} > /fill; " if self.fill_mib else ""
+        return fill + COUNTER
+
+    @property
+    def spec(self) -> VMSpec:
+        return guest_spec(memory_mib=BASE_MEMORY_MIB + self.fill_mib)
+
+    def sandbox(self, guest_dir: Path, job_id: str) -> Path:
+        return make_sandbox(guest_dir, self.script, job_id=job_id, spec=self.spec)
+
+
+@dataclass(frozen=True)
 class Times:
     """One round, in seconds: boot to the first console line; save; restore to the next line."""
 
@@ -95,8 +116,8 @@ class Times:
         return self.save + self.restore
 
 
-def runner_round(guest_dir: Path, n: int) -> Times:
-    sandbox = make_sandbox(guest_dir, COUNTER, job_id=f"900.{n}")
+def runner_round(guest_dir: Path, workload: Workload, n: int) -> Times:
+    sandbox = workload.sandbox(guest_dir, f"900.{n}")
     runner = start_runner(sandbox)
     boot = wait(console_has_text(sandbox), "the runner's guest")
     wait(lambda: len(counts(sandbox)) >= 3, "counting")
@@ -115,8 +136,8 @@ def runner_round(guest_dir: Path, n: int) -> Times:
     return Times(boot, saved - start, restored - saved)
 
 
-def virsh_round(guest_dir: Path, daemon: ReferenceDaemon, n: int) -> Times:
-    sandbox = make_sandbox(guest_dir, COUNTER, job_id=f"901.{n}")
+def virsh_round(guest_dir: Path, workload: Workload, daemon: ReferenceDaemon, n: int) -> Times:
+    sandbox = workload.sandbox(guest_dir, f"901.{n}")
     spec = VMSpec.from_json((sandbox / jobcontract.SPEC_FILE).read_text())
     xml = sandbox / "rendered.xml"
     xml.write_text(to_text(render_spec(spec, Sandbox(sandbox), domain_type="qemu", job_id=f"bench#{n}")))
@@ -150,17 +171,19 @@ def report(what: str, ours: list[float], theirs: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fill-mib", type=int, default=0, help="MiB of guest memory filled before counting")
     args = parser.parse_args()
+    workload = Workload(args.fill_mib)
     compileall.compile_dir(REPO / "condor_vmsubmit", quiet=1)
     guest_dir = Path(tempfile.mkdtemp(prefix="cvg", dir="/tmp"))
     guest_builder().build_guest(guest_dir)
     daemon = ReferenceDaemon()
     try:
-        virsh_round(guest_dir, daemon, 99)  # warm-up: the reference daemon probes QEMU once
+        virsh_round(guest_dir, workload, daemon, 99)  # warm-up: the reference daemon probes QEMU once
         runner_times, virsh_times = [], []
         for n in range(args.rounds):  # interleaved, so both see the same machine load
-            virsh_times.append(virsh_round(guest_dir, daemon, n))
-            runner_times.append(runner_round(guest_dir, n))
+            virsh_times.append(virsh_round(guest_dir, workload, daemon, n))
+            runner_times.append(runner_round(guest_dir, workload, n))
     finally:
         daemon.close()
         subprocess.run(["rm", "-rf", str(guest_dir)], check=False)
