@@ -62,6 +62,15 @@ def test_the_jobs_libvirtd_starts_before_the_heavy_imports(guest_dir, sandboxes)
     assert "LOADED []" in done.stderr
 
 
+def test_a_sandbox_without_room_for_the_session_is_one_line(guest_dir, sandboxes):
+    sandbox = sandboxes(guest_dir, "exit 0", job_id="19.1")
+    (sandbox / ".vm").write_text("not a folder")
+    code, stderr = finish(start_runner(sandbox))
+    assert code == jobcontract.EXIT_START_FAILED
+    assert stderr.strip() == (f"condor_vm_runner: error: {sandbox / '.vm'}: cannot make the per-job libvirt "
+                              "session's folder: File exists")
+
+
 def test_a_broken_spec_file_is_one_line(guest_dir, sandboxes):
     sandbox = sandboxes(guest_dir, "exit 0", job_id="20.0")
     (sandbox / jobcontract.SPEC_FILE).write_text("{not json")

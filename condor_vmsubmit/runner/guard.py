@@ -120,10 +120,14 @@ class GuardianProcess:
 
     def __init__(self, sandbox_state: Path, *, all_drivers: bool = False):
         """``all_drivers``: a libvirtd with every driver, as an admin's own (bench/ compares with one)."""
-        self.state_dir = state_folder(sandbox_state)
-        self.state_dir.mkdir(mode=0o700, exist_ok=True)
-        for folder in ("run", "config", "cache"):
-            (self.state_dir / folder).mkdir(mode=0o700, exist_ok=True)
+        try:
+            self.state_dir = state_folder(sandbox_state)
+            self.state_dir.mkdir(mode=0o700, exist_ok=True)
+            for folder in ("run", "config", "cache"):
+                (self.state_dir / folder).mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise SessionError(f"cannot make the per-job libvirt session's folder: {exc.strerror}",
+                               path=exc.filename) from None
         flags = [ALL_DRIVERS_FLAG] if all_drivers else []
         self.process = subprocess.Popen([sys.executable, "-m", __name__, *flags, str(self.state_dir), str(os.getpid())],
                                         stdin=subprocess.PIPE, start_new_session=True)
