@@ -25,12 +25,11 @@ from ..errors import VMSubmitError
 from ..staged import image_dir_from_config
 from ..policy import Policy, apply_policy
 from .chirp import Reporter
-from .guard import node_cache
+from .guard import GuardianProcess, node_cache
+from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
-from .job import Job
-from .guard import GuardianProcess
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
