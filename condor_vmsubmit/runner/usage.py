@@ -33,6 +33,16 @@ class Usage:
         """
         return dict(zip(jobcontract.USAGE_ATTRS, astuple(self)))
 
+    def went_back(self, earlier: Usage) -> bool:
+        """Whether a counter that only grows (cpu time, bytes read, written, received, sent) is
+        below ``earlier``'s: libvirt could no longer read them, the domain is going away.
+
+        >>> Usage(5, 4, 5, 6, 7, 8).went_back(Usage(3, 9, 5, 6, 7, 8)), Usage(0, 4, 5, 6, 7, 8).went_back(Usage(3, 4, 5, 6, 7, 8))
+        (False, True)
+        """
+        counters = ("cpu_seconds", "disk_read_bytes", "disk_write_bytes", "net_rx_bytes", "net_tx_bytes")
+        return any(getattr(self, name) < getattr(earlier, name) for name in counters)
+
     def line(self) -> str:
         """One log line.
 
@@ -67,7 +77,8 @@ def sample(connection: libvirt.virConnect, domain: libvirt.virDomain) -> Usage |
 
 
 class UsageReporter:
-    """Reports a sample at most every ``interval`` seconds (and the last one at the end)."""
+    """Reports a sample at most every ``interval`` seconds; never one whose counters went back
+    (it would overwrite the job ad's last good values with those of a vanishing domain)."""
 
     def __init__(self, reporter: Reporter, interval: float = jobcontract.USAGE_INTERVAL_SECONDS):
         self.reporter = reporter
@@ -79,7 +90,7 @@ class UsageReporter:
         return (time.monotonic() if now is None else now) - self.last_time >= self.interval
 
     def report(self, usage: Usage | None, now: float | None = None) -> None:
-        if usage is None:
+        if usage is None or (self.last is not None and usage.went_back(self.last)):
             return
         self.last_time = time.monotonic() if now is None else now
         self.last = usage
