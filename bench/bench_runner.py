@@ -11,8 +11,9 @@
 
 Prints medians and the ratios runner / virsh (target: at most 1.15), then the save and the
 restore on their own.  ``--fill-mib N`` has the guest first fill N MiB of its memory with data,
-so that its saved state is as large as a working guest's (the target is measured without).  The package's bytecode is compiled first, as ``pip install`` does on an
-execute node (with ``PYTHONDONTWRITEBYTECODE`` set, every runner would compile its sources anew).
+so that its saved state is as large as a working guest's (the target is measured without).
+The package's bytecode is compiled first, as ``pip install`` does on an execute node (with
+``PYTHONDONTWRITEBYTECODE`` set, every runner would compile its sources anew).
 
     python3 bench/bench_runner.py [--rounds 3] [--fill-mib 0]
 """

@@ -27,12 +27,11 @@ from lxml import etree
 
 from .. import jobcontract
 from ..classads import script_managed
-from ..errors import ControlError, InputError, NoGuestError
+from ..errors import ControlError, NoGuestError
 from ..runner.render import domain_name
 from ..runner.job import Job, read_ad
-from ..runner.sandbox import Sandbox
+from ..runner.sandbox import Sandbox, read_spec
 from ..runner.script_protocol import ActionResult, Outcome, find_script, run_action
-from ..spec import VMSpec
 from .locate import Runner, find_runner
 
 POLL_SECONDS = 0.2
@@ -224,10 +223,7 @@ def open_guest(sandbox: Path, *, libvirt_uri: str | None, script_dir: Path | Non
     else in the runner's libvirt session."""
     runner = find_runner(sandbox)
     spec_file = sandbox / jobcontract.SPEC_FILE
-    try:
-        spec = VMSpec.from_json(spec_file.read_text()) if spec_file.is_file() else None
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"not a VM spec: {exc}", path=spec_file) from None
+    spec = read_spec(Sandbox(sandbox)) if spec_file.is_file() else None
     job_ad = Path(os.environ.get("_CONDOR_JOB_AD") or sandbox / ".job.ad")
     if spec is not None and script_managed(spec.hypervisor):
         if script_dir is None:

@@ -148,7 +148,7 @@ class GuardianProcess:
                 log = self.state_dir / "libvirtd.log"
                 tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
                 raise SessionError(f"the per-job libvirtd did not start: {tail.strip()}")
-            time.sleep(0.005)
+            time.sleep(STARTUP_POLL_SECONDS)
 
     def stop(self) -> None:
         """Let the guardian destroy what is left, stop libvirtd and remove the state folder."""

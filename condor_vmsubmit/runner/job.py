@@ -12,7 +12,6 @@ from pathlib import Path
 import classad2
 from lxml import etree
 
-from ..classads import script_managed
 from ..errors import InputError
 from ..spec import VMSpec
 from ..xmlsafe import parse_file
@@ -28,11 +27,6 @@ class Job:
     job_ad: classad2.ClassAd
     machine_ad: classad2.ClassAd
     user_domain: etree._Element | None
-
-    @property
-    def script_managed(self) -> bool:
-        """Whether an admin's script runs the guest (docs/script-managed.md), not libvirt."""
-        return script_managed(self.spec.hypervisor)
 
     @property
     def job_id(self) -> str:

@@ -21,6 +21,7 @@ import libvirt
 from lxml import etree
 
 from .. import jobcontract
+from ..classads import script_managed
 from ..errors import VMSubmitError
 from ..staged import image_dir_from_config
 from ..policy import Policy, apply_policy
@@ -274,7 +275,7 @@ def run(job: Job, options: Options, reporter: Reporter, guardian: GuardianProces
 
 def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
          guardian: GuardianProcess | None) -> Outcome:
-    if job.script_managed:
+    if script_managed(job.spec.hypervisor):
         from .script_backend import run_script_job
 
         return run_script_job(job, options.script_dir, reporter, signals)
