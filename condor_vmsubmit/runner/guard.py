@@ -7,8 +7,9 @@ Started through :class:`GuardianProcess` (the runner's end of it) in a session o
   inside a user namespace that maps root to an ordinary uid: libvirt gives root only
   the system daemon) and becomes QEMU's parent (a child subreaper), so QEMU stays in
   the job's process tree; it seeds the session with libvirt's probe of QEMU from
-  earlier jobs of the same user on this node (a second saved per job), and the daemon
-  loads libvirt's QEMU driver alone (:func:`qemu_driver_only`);
+  earlier jobs of the same user on this node (a second saved per job; see
+  :func:`probe_cpu` for why the daemon starts on one CPU), and the daemon loads
+  libvirt's QEMU driver alone (:func:`qemu_driver_only`);
 * pauses every running guest while the runner is stopped (SIGSTOP, a suspend) and
   resumes it when the runner continues;
 * when its stdin reaches end of file -- the runner exited or was killed, however --
@@ -209,16 +210,48 @@ def node_cache() -> Path | None:
     return folder
 
 
+def probe_cpu() -> int:
+    """The CPU the job's libvirtd starts on: the first this process may use.
+
+    libvirt keeps its probe of QEMU only while the CPUID it reads at start-up is the one it
+    probed with, and CPUID differs between a host's CPUs (each reports its own APIC ID).  A
+    daemon starting wherever the scheduler puts it threw the node's probe away on about half
+    the starts of a 2-CPU host and probed QEMU again (about a second, more under load), in the
+    middle of the job's start or restore.  So the daemon starts on this CPU, the probe it
+    keeps is filed under it (:func:`capabilities_cache`), and the daemon gets the job's CPUs
+    back once it is up (:func:`release_cpus`).
+    """
+    return min(os.sched_getaffinity(0))
+
+
+def capabilities_cache(node: Path, cpu: int) -> Path:
+    """Where the node keeps libvirt's probe made by a daemon started on ``cpu``."""
+    return node / f"capabilities-cpu{cpu}"
+
+
+def release_cpus(pid: int, cpus: set[int]) -> None:
+    """Let every thread of process ``pid`` run on ``cpus`` again."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except OSError:
+            continue  # a thread that ended meanwhile
+
+
 def copy_capabilities(source: Path, target: Path) -> None:
-    """Copy the capability files ``target`` lacks (each through a temporary name)."""
+    """Copy the capability files of ``source`` that ``target`` lacks or holds in another version,
+    with their times (each through a temporary name).  libvirt rewrites a file whenever it
+    probes QEMU again, so a file whose time is the node's was not probed again."""
     if not source.is_dir():
         return
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     for entry in source.glob("*.xml"):
-        if not (target / entry.name).exists() and not entry.is_symlink():
-            partial = target / f".{entry.name}.{os.getpid()}"
-            shutil.copyfile(entry, partial)
-            partial.rename(target / entry.name)
+        existing = target / entry.name
+        if entry.is_symlink() or (existing.is_file() and existing.stat().st_mtime_ns == entry.stat().st_mtime_ns):
+            continue
+        partial = target / f".{entry.name}.{os.getpid()}"
+        shutil.copy2(entry, partial)
+        partial.rename(existing)
 
 
 def write_qemu_conf(state_dir: Path) -> None:
@@ -235,14 +268,21 @@ class Guardian:
         self.connection = None
         self.paused: set[str] = set()
         write_qemu_conf(state_dir)
-        self.node_cache = node_cache()
+        self.cpus = os.sched_getaffinity(0)
+        cpu = probe_cpu()
+        node = node_cache()
+        self.node_cache = capabilities_cache(node, cpu) if node is not None else None
         if self.node_cache is not None:
-            copy_capabilities(self.node_cache / "capabilities", state_dir / CAPABILITIES)
+            copy_capabilities(self.node_cache, state_dir / CAPABILITIES)
         log = open(state_dir / "libvirtd.log", "ab")
         environment = session_environment(state_dir) | ({} if all_drivers else qemu_driver_only(state_dir))
-        self.daemon = subprocess.Popen(libvirtd_command(), env=environment,
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        log.close()
+        os.sched_setaffinity(0, {cpu})  # this thread's, which the daemon inherits
+        try:
+            self.daemon = subprocess.Popen(libvirtd_command(), env=environment,
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        finally:
+            os.sched_setaffinity(0, self.cpus)
+            log.close()
         import libvirt  # now, while libvirtd starts: connect() finds it loaded
 
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -261,6 +301,7 @@ class Guardian:
                 self.connection.getCapabilities()
             except libvirt.libvirtError:
                 return None
+            release_cpus(self.daemon.pid, self.cpus)  # it has read CPUID: see probe_cpu()
         return self.connection
 
     def follow(self) -> None:
@@ -311,7 +352,7 @@ class Guardian:
                     pass  # reaped meanwhile
             time.sleep(0.002)  # gone once the reaper thread has reaped them: nothing writes here any more
         if self.node_cache is not None:
-            copy_capabilities(self.state_dir / CAPABILITIES, self.node_cache / "capabilities")
+            copy_capabilities(self.state_dir / CAPABILITIES, self.node_cache)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def run(self) -> None:
