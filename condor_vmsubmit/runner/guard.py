@@ -13,8 +13,8 @@ Started through :class:`GuardianProcess` (the runner's end of it) in a session o
 * pauses every running guest while the runner is stopped (SIGSTOP, a suspend) and
   resumes it when the runner continues;
 * when its stdin reaches end of file -- the runner exited or was killed, however --
-  destroys every domain, stops libvirtd, removes ``STATE_DIR`` and exits: nothing of
-  the job outlives it.
+  kills libvirtd and QEMU, removes ``STATE_DIR`` and exits: nothing of the job
+  outlives it.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class GuardianProcess:
             time.sleep(STARTUP_POLL_SECONDS)
 
     def stop(self) -> None:
-        """Let the guardian destroy what is left, stop libvirtd and remove the state folder."""
+        """Let the guardian kill libvirtd and QEMU and remove the state folder."""
         if not self.process.stdin.closed:
             self.process.stdin.close()
         self.process.wait()
@@ -328,20 +328,13 @@ class Guardian:
             pass
 
     def clean_up(self) -> None:
-        """Destroy every domain and stop libvirtd."""
-        connection = self.connect()
-        if connection is not None:
-            import libvirt
+        """Kill libvirtd and every QEMU of the job, then remove the state folder.
 
-            try:
-                for domain in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                    domain.destroy()
-            except libvirt.libvirtError:
-                pass
-            connection.close()
-        # With its domains gone libvirtd holds nothing of value: a kill is immediate, where its
-        # orderly shutdown takes a noticeable part of a second.  QEMU, should one have survived
-        # the destroy, is our child too and goes the same way.
+        A kill is all they need: everything of the session is in the state folder, while
+        libvirt's own destroy or shutdown of a domain waits a fifth of a second for QEMU to go
+        (and a checkpoint's domain may still be in libvirt's hands, see lifecycle.save_guest).
+        QEMU is our child (we are its subreaper), so it goes the way of our other children.
+        """
         self.daemon.kill()
         deadline = time.monotonic() + 10
         while (left := children()) and time.monotonic() < deadline:

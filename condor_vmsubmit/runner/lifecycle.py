@@ -14,6 +14,7 @@ import queue
 import re
 import signal
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from .verify import verify_match
 
 EXIT_INTERRUPTED = 130
 USAGE_POLL_SECONDS = 0.2  # how often the watch loop looks whether a usage report is due
+SAVE_POLL_SECONDS = 0.005  # how often a checkpoint looks whether the save image is complete
+SAVE_IMAGE_COMPLETE = b"LibvirtQemudSave"  # libvirt's QEMU_SAVE_MAGIC (QEMU_SAVE_PARTIAL until then)
 _EXIT_STATUS = re.compile(re.escape(jobcontract.GUEST_EXIT_MARKER) + r"(\d+)")
 
 
@@ -242,13 +245,46 @@ def checkpoint(domain: libvirt.virDomain, job: Job) -> Outcome:
     """Save the guest's state into the sandbox's checkpoint folder (the domain ends with it)."""
     job.sandbox.checkpoint_dir.mkdir(exist_ok=True)
     partial = job.sandbox.save_file.with_suffix(".partial")
-    try:
-        domain.save(str(partial))
-    except libvirt.libvirtError as exc:
+    partial.unlink(missing_ok=True)  # an earlier attempt's, whose header may say complete
+    error = save_guest(domain, partial)
+    if error is not None:
         partial.unlink(missing_ok=True)
-        return Outcome(jobcontract.EXIT_GUEST_CRASHED, f"could not save the guest: {exc.get_error_message()}")
+        return Outcome(jobcontract.EXIT_GUEST_CRASHED, f"could not save the guest: {error}")
     partial.rename(job.sandbox.save_file)
     return Outcome(jobcontract.EXIT_CHECKPOINTED)
+
+
+def save_guest(domain: libvirt.virDomain, path: Path) -> str | None:
+    """Save the guest into ``path``: None once the image is complete, else libvirt's reason.
+
+    libvirt writes the image, marks it complete in its header and then stops QEMU, and its
+    call returns only about 0.2 s later (it looks for QEMU's end at that pace).  So the call
+    runs in a thread and this returns as soon as the header says complete (an eviction
+    waits that much less); what is left of the domain goes with the job's libvirtd.
+    """
+    errors: list[str] = []
+
+    def save() -> None:
+        try:
+            domain.save(str(path))
+        except libvirt.libvirtError as exc:
+            errors.append(exc.get_error_message())
+
+    saving = threading.Thread(target=save, name="save", daemon=True)
+    saving.start()
+    while saving.is_alive() and not save_image_complete(path):
+        saving.join(SAVE_POLL_SECONDS)
+    return errors[0] if errors else None
+
+
+def save_image_complete(path: Path) -> bool:
+    """Whether libvirt has finished the save image at ``path`` (the magic its header starts
+    with is libvirt's partial one until the last byte of the guest's state is written)."""
+    try:
+        with path.open("rb") as image:
+            return image.read(len(SAVE_IMAGE_COMPLETE)) == SAVE_IMAGE_COMPLETE
+    except FileNotFoundError:
+        return False
 
 
 def run(job: Job, options: Options, reporter: Reporter, guardian: GuardianProcess | None = None) -> int:
