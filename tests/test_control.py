@@ -34,7 +34,8 @@ from guest import (
 )
 
 from condor_vmsubmit import jobcontract
-from condor_vmsubmit.control.locate import GUARD_MODULE, Process, Runner, find_runner
+from condor_vmsubmit.control.locate import Process, Runner, find_runner
+from condor_vmsubmit.runner.guard import PROCESS_NAME
 from condor_vmsubmit.spec import Nic
 
 BOOT = 120  # seconds a TCG boot may take on a busy machine (a timeout, not a measurement)
@@ -89,13 +90,14 @@ def test_errors_when_no_vm_runs(tmp_path):
 
 
 def test_the_runner_is_found_by_its_guardian_or_its_working_directory(tmp_path):
-    guardian = Process(10, ("python3", "-m", GUARD_MODULE, "/tmp/cvm-abc", "20"), Path("/"))
+    guardian = Process(10, ("python3", "/usr/local/bin/condor_vm_runner"), Path("/tmp/cvm-abc"), PROCESS_NAME, 20)
     runner = Process(20, ("python3", "/usr/local/bin/condor_vm_runner"), tmp_path)
     elsewhere = Process(30, ("python3", "/usr/local/bin/condor_vm_runner"), tmp_path / "other")
     # a long sandbox path: the session lives in /tmp, the runner works in the sandbox
     assert find_runner(tmp_path, [guardian, runner, elsewhere]) == Runner(20, Path("/tmp/cvm-abc"))
     # --local: the runner works elsewhere, its guardian keeps the session in the sandbox
-    local = Process(11, ("python3", "-m", GUARD_MODULE, str(tmp_path / ".vm"), "99"), Path("/"))
+    local = Process(11, ("python3", "-m", "condor_vmsubmit.runner.guard", str(tmp_path / ".vm"), "99"), tmp_path / ".vm",
+                    PROCESS_NAME, 99)
     assert find_runner(tmp_path, [elsewhere, local]) == Runner(99, tmp_path / ".vm")
     assert find_runner(tmp_path, [guardian, elsewhere]) is None
 

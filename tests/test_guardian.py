@@ -31,7 +31,7 @@ def use_session(state: Path) -> dict[str, int]:
     with Session(state, guardian=guardian) as session:
         session.connection.getCapabilities()  # waits for a probe the guardian's own call started
         times = {f.name: f.stat().st_mtime_ns for f in (guardian.state_dir / guard.CAPABILITIES).glob("*.xml")}
-        daemon, ours = guardian_daemon(guardian.process.pid), os.sched_getaffinity(0)
+        daemon, ours = guardian_daemon(guardian.pid), os.sched_getaffinity(0)
         wait_for(lambda: all(cpus == ours for cpus in thread_cpus(daemon)), 10, "the daemon to get its CPUs back")
     guardian.stop()
     return times

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.runner.lifecycle import save_image_complete
 from condor_vmsubmit.runner.render import domain_name
 
 from guest import (FakeChirp, console, counts, descendants, guest_builder, make_sandbox, processes_mentioning, qemu_of,
@@ -83,7 +84,8 @@ def test_sigterm_checkpoints_and_the_next_start_continues_the_count(guest_dir, s
     runner.send_signal(signal.SIGTERM)
     _, stderr = runner.communicate(timeout=BOOT)
     assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, stderr
-    assert (sandbox / jobcontract.CHECKPOINT_DIR / "guest.save").stat().st_size > 0
+    saved = sandbox / jobcontract.CHECKPOINT_DIR / "guest.save"
+    assert save_image_complete(saved) and not saved.with_suffix(".partial").exists()
     before = counts(sandbox)
     assert_nothing_left("2.0", sandbox)
 

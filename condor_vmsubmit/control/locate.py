@@ -2,11 +2,11 @@
 
 ``condor_ssh_to_job`` puts the user in the job's sandbox as the job's user, next to the
 runner's processes.  The runner is the process running ``condor_vm_runner`` (or
-``python -m condor_vmsubmit.runner``) in the sandbox; its guardian
-(``python -m condor_vmsubmit.runner.guard STATE_DIR RUNNER_PID``, see
-:mod:`condor_vmsubmit.runner.guard`) names the session's state folder, whose socket is the
-job's own ``qemu:///session``.  Reading ``/proc`` needs no cooperation from the runner and can
-never find another job's VM: a session belongs to the runner whose pid its guardian names.
+``python -m condor_vmsubmit.runner``) in the sandbox; its guardian (the process named
+``condor_vm_guard``, a child of the runner, see :mod:`condor_vmsubmit.runner.guard`) works in
+the session's state folder, whose socket is the job's own ``qemu:///session``.  Reading
+``/proc`` needs no cooperation from the runner and can never find another job's VM: a session
+belongs to the runner its guardian is a child of.
 """
 
 from __future__ import annotations
@@ -20,18 +20,20 @@ from pathlib import Path
 from ..runner import guard
 from ..runner.sandbox import STATE_DIR
 
-GUARD_MODULE = "condor_vmsubmit.runner.guard"
 RUNNER_MODULE = "condor_vmsubmit.runner"
 RUNNER_PROGRAM = "condor_vm_runner"
 
 
 @dataclass(frozen=True)
 class Process:
-    """A live process of ours: its pid, its arguments and its working directory."""
+    """A live process of ours: its pid, its arguments, its working directory, its name
+    (``/proc/PID/comm``) and its parent's pid."""
 
     pid: int
     argv: tuple[str, ...]
     cwd: Path | None
+    name: str = ""
+    ppid: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,16 +56,18 @@ def processes(proc: Path = Path("/proc")) -> Iterator[Process]:
             continue
         try:
             argv = tuple(a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")[:-1])
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
+        name, rest = stat.split(" (", 1)[1].rsplit(") ", 1)
+        state, ppid = rest.split()[:2]
         if not argv or state == "Z":
             continue
         try:
             cwd: Path | None = Path(os.readlink(entry / "cwd"))
         except OSError:
             cwd = None
-        yield Process(int(entry.name), argv, cwd)
+        yield Process(int(entry.name), argv, cwd, name, int(ppid))
 
 
 def is_runner(argv: Sequence[str]) -> bool:
@@ -82,15 +86,17 @@ def is_runner(argv: Sequence[str]) -> bool:
     return any(a == "-m" and b == RUNNER_MODULE for a, b in itertools.pairwise(words))
 
 
-def guardian_of(argv: Sequence[str]) -> tuple[Path, int] | None:
-    """The state folder and runner pid a guardian's command line names, or None.
+def guardian_of(process: Process) -> tuple[Path, int] | None:
+    """The state folder and runner pid of a guardian, or None for any other process.
 
-    >>> guardian_of(["python3", "-m", "condor_vmsubmit.runner.guard", "/s/.vm", "12"])
-    (PosixPath('/s/.vm'), 12)
+    >>> guardian_of(Process(12, ("python3", "-m", "condor_vmsubmit.runner"), Path("/s/.vm"), "condor_vm_guard", 11))
+    (PosixPath('/s/.vm'), 11)
+    >>> guardian_of(Process(11, ("python3", "-m", "condor_vmsubmit.runner"), Path("/s"), "python3", 1)) is None
+    True
     """
-    if GUARD_MODULE not in argv[:3] or not argv[-1].isdigit():
+    if process.name != guard.PROCESS_NAME or process.cwd is None:
         return None
-    return Path(argv[-2]), int(argv[-1])
+    return process.cwd, process.ppid
 
 
 def find_runner(sandbox: Path, found: Sequence[Process] | None = None) -> Runner | None:
@@ -104,7 +110,7 @@ def find_runner(sandbox: Path, found: Sequence[Process] | None = None) -> Runner
     sandbox = sandbox.resolve()
     sessions: dict[int, Path] = {}
     for process in found:
-        guardian = guardian_of(process.argv)
+        guardian = guardian_of(process)
         if guardian is None:
             continue
         state_dir, runner_pid = guardian

@@ -1,7 +1,11 @@
 """The guardian: owns the job's session libvirtd and makes the guest follow the runner.
 
-Started through :class:`GuardianProcess` (the runner's end of it) in a session of its own
-(``python -m condor_vmsubmit.runner.guard [--all-drivers] STATE_DIR RUNNER_PID``), it
+Started through :class:`GuardianProcess` (the runner's end of it) in a session of its own,
+as a copy of the runner (a fork: libvirtd starts tens of milliseconds sooner than from a new
+interpreter) or, from a process that may not fork, as
+``python -m condor_vmsubmit.runner.guard [--all-drivers] STATE_DIR RUNNER_PID``; either way
+it is named ``condor_vm_guard`` and works in ``STATE_DIR``, where ``condor_vm_control``
+finds the session (:mod:`condor_vmsubmit.control.locate`).  It
 
 * starts ``libvirtd`` in session mode with its XDG folders in ``STATE_DIR`` (as root,
   inside a user namespace that maps root to an ordinary uid: libvirt gives root only
@@ -12,7 +16,7 @@ Started through :class:`GuardianProcess` (the runner's end of it) in a session o
   libvirt's QEMU driver alone (:func:`qemu_driver_only`);
 * pauses every running guest while the runner is stopped (SIGSTOP, a suspend) and
   resumes it when the runner continues;
-* when its stdin reaches end of file -- the runner exited or was killed, however --
+* when its control pipe reaches end of file -- the runner exited or was killed, however --
   kills libvirtd and QEMU, removes ``STATE_DIR`` and exits: nothing of the job
   outlives it.
 """
@@ -31,11 +35,15 @@ import sysconfig
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from ..errors import VMSubmitError
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NAME = 15
+PROCESS_NAME = "condor_vm_guard"  # what ps shows (15 bytes at most)
 POLL_SECONDS = 0.1
 STARTUP_POLL_SECONDS = 0.005
 LIBVIRTD = "/usr/sbin/libvirtd"
@@ -129,16 +137,29 @@ class GuardianProcess:
         except OSError as exc:
             raise SessionError(f"cannot make the per-job libvirt session's folder: {exc.strerror}",
                                path=exc.filename) from None
-        flags = [ALL_DRIVERS_FLAG] if all_drivers else []
-        self.process = subprocess.Popen([sys.executable, "-m", __name__, *flags, str(self.state_dir), str(os.getpid())],
-                                        stdin=subprocess.PIPE, start_new_session=True)
+        self.returncode: int | None = None
+        control, self._control = os.pipe()  # the guardian's end reaches EOF when ours closes, however we end
+        try:
+            if may_fork():
+                self.pid = os.fork()
+                if self.pid == 0:  # the guardian: serve() never returns
+                    serve(control, self.state_dir, os.getppid(), all_drivers, runner_end=self._control)
+            else:
+                flags = [ALL_DRIVERS_FLAG] if all_drivers else []
+                self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", __name__, *flags, str(self.state_dir),
+                                                           str(os.getpid())], os.environ,
+                                          file_actions=[(os.POSIX_SPAWN_DUP2, control, 0)])
+        finally:
+            os.close(control)
 
     @property
     def uri(self) -> str:
         return uri(self.state_dir)
 
     def running(self) -> bool:
-        return self.process.poll() is None
+        if self.returncode is None and os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
+            self.returncode = -1  # gone before it was asked to go
+        return self.returncode is None
 
     def wait_until_listening(self) -> None:
         """Return once the job's libvirtd has made its socket; SessionError if it never does."""
@@ -153,9 +174,18 @@ class GuardianProcess:
 
     def stop(self) -> None:
         """Let the guardian kill libvirtd and QEMU and remove the state folder."""
-        if not self.process.stdin.closed:
-            self.process.stdin.close()
-        self.process.wait()
+        if self._control is not None:
+            os.close(self._control)
+            self._control = None
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
+def may_fork() -> bool:
+    """Whether this process may start the guardian as a copy of itself: only while it runs one
+    thread and has not loaded libvirt, whose locks and connections a copy must not inherit
+    (the runner, when it starts the guardian first thing)."""
+    return threading.active_count() == 1 and "libvirtmod" not in sys.modules
 
 
 def process_stopped(pid: int) -> bool:
@@ -348,12 +378,12 @@ class Guardian:
             copy_capabilities(self.state_dir / CAPABILITIES, self.node_cache)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
-    def run(self) -> None:
-        """Follow the runner until our stdin closes, then clean up."""
+    def run(self, control: int) -> None:
+        """Follow the runner until the ``control`` pipe closes, then clean up."""
         poll = STARTUP_POLL_SECONDS  # until connected (or libvirtd gone): see connect()
         while True:
-            readable, _, _ = select.select([sys.stdin.buffer], [], [], poll)
-            if readable and not os.read(sys.stdin.fileno(), 4096):
+            readable, _, _ = select.select([control], [], [], poll)
+            if readable and not os.read(control, 4096):
                 break
             if self.connect() is not None or self.daemon.poll() is not None:
                 poll = POLL_SECONDS
@@ -361,18 +391,39 @@ class Guardian:
         self.clean_up()
 
 
+def serve(control: int, state_dir: Path, runner_pid: int, all_drivers: bool, *,
+          runner_end: int | None = None) -> NoReturn:
+    """Be the guardian of the session in ``state_dir``, in a session of our own, until the
+    ``control`` pipe closes; then exit.  ``runner_end``: the runner's end of it, which a fork
+    of the runner holds too and closes first."""
+    code = 1
+    try:
+        if runner_end is not None:
+            os.close(runner_end)
+        if os.getsid(0) != os.getpid():
+            os.setsid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc.prctl(PR_SET_NAME, PROCESS_NAME.encode(), 0, 0, 0)
+        os.chdir(state_dir)
+        # The runner decides when we stop (its end), never a Ctrl-C or a vacate's SIGTERM.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
+        Guardian(state_dir, runner_pid, all_drivers=all_drivers).run(control)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # Everything is cleaned up: leave at once (the runner waits for us), without the
+        # interpreter's teardown of libvirt and the reaper thread -- or, in a fork, the runner's.
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    # The runner decides when we stop: its end (EOF on stdin), never a Ctrl-C or a vacate's SIGTERM.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
     *flags, state_dir, runner_pid = sys.argv[1:]
-    Guardian(Path(state_dir), int(runner_pid), all_drivers=ALL_DRIVERS_FLAG in flags).run()
-    # Everything is cleaned up: leave at once (the runner waits for us), without the
-    # interpreter's teardown of libvirt and the reaper thread.
-    sys.stderr.flush()
-    os._exit(0)
+    serve(0, Path(state_dir), int(runner_pid), ALL_DRIVERS_FLAG in flags)
 
 
 if __name__ == "__main__":
