@@ -74,11 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Imported only now, while the job's libvirtd comes up (see above).
         from .job import load_job
         from .lifecycle import Options, run
-        from .script_backend import configured_script_dir
 
         job = load_job(ads, sandbox, spec)
         code = run(job, Options(uri=options.uri, usage_interval=options.usage_interval,
-                                script_dir=options.script_dir or configured_script_dir()), reporter, guardian)
+                                script_dir=options.script_dir), reporter, guardian)
     except VMSubmitError as error:
         # Bad input the runner cannot even start with: the job is held with the reason.
         reporter.set_attrs({jobcontract.HOLD_REASON_ATTR: error.one_line()})

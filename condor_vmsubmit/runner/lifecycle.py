@@ -57,7 +57,7 @@ class Options:
     uri: str | None = None                 # None: a private qemu:///session in the sandbox
     usage_interval: float = jobcontract.USAGE_INTERVAL_SECONDS
     policy: Policy | None = None           # None: read the HTCondor configuration
-    script_dir: Path | None = None         # admin scripts for script-managed hypervisors
+    script_dir: Path | None = None         # admin scripts for script-managed hypervisors (None: the knob)
 
 
 class Stop(Exception):
@@ -312,9 +312,9 @@ def run(job: Job, options: Options, reporter: Reporter, guardian: GuardianProces
 def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
          guardian: GuardianProcess | None) -> Outcome:
     if script_managed(job.spec.hypervisor):
-        from .script_backend import run_script_job
+        from .script_backend import configured_script_dir, run_script_job
 
-        return run_script_job(job, options.script_dir, reporter, signals)
+        return run_script_job(job, options.script_dir or configured_script_dir(), reporter, signals)
     root = prepare(job, options, reporter)
     usage = UsageReporter(reporter, options.usage_interval)
     with Session(job.sandbox.state_dir, options.uri, guardian) as session, virtiofs_daemons(_shares(job)):
