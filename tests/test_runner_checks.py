@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.runner.lifecycle import save_image_complete
 from condor_vmsubmit.spec import Nic
 
 from guest import FakeChirp, console, guest_spec, make_sandbox, runner_env, start_runner
@@ -113,3 +114,12 @@ def test_the_admin_policy_can_change_the_vm_and_the_job_ad_says_what(guest_dir, 
         assert "0" in console(sandbox).splitlines(), console(sandbox)  # eth0 has no carrier: link down
     finally:
         chirp.close()
+
+
+def test_a_save_image_counts_as_complete_only_once_libvirt_marks_it(tmp_path):
+    image = tmp_path / "guest.save.partial"
+    assert not save_image_complete(image)
+    image.write_bytes(b"LibvirtQemudPart" + bytes(4096))  # libvirt's header while the state streams in
+    assert not save_image_complete(image)
+    image.write_bytes(b"LibvirtQemudSave" + bytes(4096))
+    assert save_image_complete(image)
