@@ -135,6 +135,23 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str,
         time.sleep(0.1)
 
 
+def processes_working_in(folder: Path) -> list[int]:
+    """Live processes whose working directory is ``folder`` or below (also once it is
+    deleted): the guardian works in the session's state folder, and libvirtd with it."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if (cwd == str(folder) or cwd.startswith(f"{folder}/") or cwd == f"{folder} (deleted)") and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes that contain ``text``."""
     found = []

@@ -17,8 +17,8 @@ from condor_vmsubmit import jobcontract
 from condor_vmsubmit.runner.lifecycle import save_image_complete
 from condor_vmsubmit.runner.render import domain_name
 
-from guest import (FakeChirp, console, counts, descendants, guest_builder, make_sandbox, processes_mentioning, qemu_of,
-                    start_runner, stop_and_clean, wait_for)
+from guest import (FakeChirp, console, counts, descendants, guest_builder, make_sandbox, processes_mentioning,
+                    processes_working_in, qemu_of, start_runner, stop_and_clean, wait_for)
 
 pytestmark = pytest.mark.guest
 
@@ -44,8 +44,8 @@ def run_guest(guest_dir: Path, sandboxes: list, script: str, job_id: str, *args:
 
 def assert_nothing_left(job_id: str, sandbox: Path) -> None:
     name = domain_name(f"test#{job_id}#1")
-    wait_for(lambda: not processes_mentioning(name) and not processes_mentioning(str(sandbox / ".vm")),
-             30, "the job's QEMU and libvirtd to go away")
+    wait_for(lambda: not processes_mentioning(name) and not processes_mentioning(str(sandbox / ".vm"))
+             and not processes_working_in(sandbox / ".vm"), 30, "the job's QEMU, libvirtd and guardian to go away")
     wait_for(lambda: not (sandbox / ".vm").exists(), 30, "the runner's state folder to be removed")
 
 
@@ -114,6 +114,8 @@ def test_stopping_the_runner_pauses_the_guest_and_sigkill_leaves_nothing(guest_d
     os.killpg(runner.pid, signal.SIGCONT)
     wait_for(lambda: len(counts(sandbox)) > frozen + 2, 30, "the guest to count again after the resume", runner)
 
+    session = set(processes_working_in(sandbox / ".vm"))
+    assert len(session) == 2 and session <= descendants(runner.pid), "the guardian and libvirtd work in .vm/"
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     assert_nothing_left("3.0", sandbox)
