@@ -82,7 +82,7 @@ class ReferenceDaemon:
         subprocess.run(["virsh", "-q", "-c", self.uri, *args], check=True, capture_output=True)
 
     def close(self) -> None:
-        self.guardian.stop()  # the guardian destroys what is left, stops libvirtd, removes the folder
+        self.guardian.stop()  # the guardian kills what is left and libvirtd, removes the folder
 
 
 @dataclass(frozen=True)

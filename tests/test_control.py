@@ -90,8 +90,8 @@ def test_errors_when_no_vm_runs(tmp_path):
 
 
 def test_the_runner_is_found_by_its_guardian_or_its_working_directory(tmp_path):
-    guardian = Process(10, ("python3", "/usr/local/bin/condor_vm_runner"), Path("/tmp/cvm-abc"), PROCESS_NAME, 20)
     runner = Process(20, ("python3", "/usr/local/bin/condor_vm_runner"), tmp_path)
+    guardian = Process(10, runner.argv, Path("/tmp/cvm-abc"), PROCESS_NAME, 20)  # a fork of the runner
     elsewhere = Process(30, ("python3", "/usr/local/bin/condor_vm_runner"), tmp_path / "other")
     # a long sandbox path: the session lives in /tmp, the runner works in the sandbox
     assert find_runner(tmp_path, [guardian, runner, elsewhere]) == Runner(20, Path("/tmp/cvm-abc"))
@@ -100,6 +100,9 @@ def test_the_runner_is_found_by_its_guardian_or_its_working_directory(tmp_path):
                     PROCESS_NAME, 99)
     assert find_runner(tmp_path, [elsewhere, local]) == Runner(99, tmp_path / ".vm")
     assert find_runner(tmp_path, [guardian, elsewhere]) is None
+    # a guardian whose runner is gone (adopted by pid 1 while it cleans up) names no runner
+    orphan = Process(12, runner.argv, tmp_path / ".vm", PROCESS_NAME, 1)
+    assert find_runner(tmp_path, [orphan, Process(1, ("/sbin/init",), Path("/"))]) is None
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +56,7 @@ def processes(proc: Path = Path("/proc")) -> Iterator[Process]:
             continue
         try:
             argv = tuple(a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")[:-1])
-            stat = (entry / "stat").read_text()
+            stat = (entry / "stat").read_bytes().decode(errors="replace")  # a name need not be UTF-8
         except OSError:
             continue
         name, rest = stat.split(" (", 1)[1].rsplit(") ", 1)
@@ -86,15 +86,25 @@ def is_runner(argv: Sequence[str]) -> bool:
     return any(a == "-m" and b == RUNNER_MODULE for a, b in itertools.pairwise(words))
 
 
-def guardian_of(process: Process) -> tuple[Path, int] | None:
-    """The state folder and runner pid of a guardian, or None for any other process.
+def guardian_of(process: Process, found: Mapping[int, Process]) -> tuple[Path, int] | None:
+    """The state folder and runner pid of a guardian still with its runner, or None for any
+    other process (``found``: the live processes by pid).
 
-    >>> guardian_of(Process(12, ("python3", "-m", "condor_vmsubmit.runner"), Path("/s/.vm"), "condor_vm_guard", 11))
+    A guardian works in the state folder and is its runner's child: a fork of it (the same
+    command line) or started with the runner's pid as its last argument.  One whose runner is
+    gone has been adopted by another process, which is no runner to signal.
+
+    >>> runner = Process(11, ("python3", "-m", "condor_vmsubmit.runner"), Path("/s"), "python3", 1)
+    >>> guardian = Process(12, runner.argv, Path("/s/.vm"), "condor_vm_guard", 11)
+    >>> guardian_of(guardian, {11: runner})
     (PosixPath('/s/.vm'), 11)
-    >>> guardian_of(Process(11, ("python3", "-m", "condor_vmsubmit.runner"), Path("/s"), "python3", 1)) is None
-    True
+    >>> guardian_of(guardian, {}) is None, guardian_of(runner, {11: runner}) is None
+    (True, True)
     """
     if process.name != guard.PROCESS_NAME or process.cwd is None:
+        return None
+    parent = found.get(process.ppid)
+    if process.argv[-1:] != (str(process.ppid),) and (parent is None or parent.argv != process.argv):
         return None
     return process.cwd, process.ppid
 
@@ -107,10 +117,11 @@ def find_runner(sandbox: Path, found: Sequence[Process] | None = None) -> Runner
     the runner's program in the sandbox, and its guardian, if any, gives its session.
     """
     found = list(processes()) if found is None else found
+    by_pid = {process.pid: process for process in found}
     sandbox = sandbox.resolve()
     sessions: dict[int, Path] = {}
     for process in found:
-        guardian = guardian_of(process)
+        guardian = guardian_of(process, by_pid)
         if guardian is None:
             continue
         state_dir, runner_pid = guardian

@@ -127,6 +127,8 @@ class GuardianProcess:
     (imports, checks).  :meth:`stop` ends the guardian, which takes the session with it.
     """
 
+    _controls: set[int] = set()  # our ends of the guardians still running: a fork closes them
+
     def __init__(self, sandbox_state: Path, *, all_drivers: bool = False):
         """``all_drivers``: a libvirtd with every driver, as an admin's own (bench/ compares with one)."""
         try:
@@ -142,23 +144,34 @@ class GuardianProcess:
         try:
             if may_fork():
                 self.pid = os.fork()
-                if self.pid == 0:  # the guardian: serve() never returns
-                    serve(control, self.state_dir, os.getppid(), all_drivers, runner_end=self._control)
+                if self.pid == 0:  # the guardian: it never returns into the caller's code
+                    try:
+                        for other in (self._control, *GuardianProcess._controls):
+                            os.close(other)  # another guardian's EOF must not wait for us
+                        serve(control, self.state_dir, os.getppid(), all_drivers)
+                    finally:
+                        os._exit(1)
             else:
                 flags = [ALL_DRIVERS_FLAG] if all_drivers else []
                 self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", __name__, *flags, str(self.state_dir),
                                                            str(os.getpid())], os.environ,
                                           file_actions=[(os.POSIX_SPAWN_DUP2, control, 0)])
+        except OSError as exc:
+            os.close(self._control)
+            raise SessionError(f"cannot start the guardian of the per-job libvirt session: {exc.strerror}") from None
         finally:
             os.close(control)
+        GuardianProcess._controls.add(self._control)
 
     @property
     def uri(self) -> str:
         return uri(self.state_dir)
 
     def running(self) -> bool:
-        if self.returncode is None and os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-            self.returncode = -1  # gone before it was asked to go
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:  # gone before it was asked to go
+                self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode is None
 
     def wait_until_listening(self) -> None:
@@ -175,6 +188,7 @@ class GuardianProcess:
     def stop(self) -> None:
         """Let the guardian kill libvirtd and QEMU and remove the state folder."""
         if self._control is not None:
+            GuardianProcess._controls.discard(self._control)
             os.close(self._control)
             self._control = None
         if self.returncode is None:
@@ -188,13 +202,20 @@ def may_fork() -> bool:
     return threading.active_count() == 1 and "libvirtmod" not in sys.modules
 
 
+def stat_fields(proc: Path) -> list[str] | None:
+    """The fields of ``proc/stat`` after the process's name (state, parent pid, ...), or None
+    when the process is gone.  Read as bytes: a process's name need not be UTF-8."""
+    try:
+        data = (proc / "stat").read_bytes()
+    except OSError:
+        return None
+    return data.rsplit(b")", 1)[1].decode("ascii", "replace").split()
+
+
 def process_stopped(pid: int) -> bool:
     """Whether ``pid`` is stopped (state T); False when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+    fields = stat_fields(Path(f"/proc/{pid}"))
+    return fields is not None and fields[0] in ("T", "t")
 
 
 def reap_forever() -> None:
@@ -212,17 +233,13 @@ def reap_forever() -> None:
 
 def children() -> list[int]:
     """Our direct children (orphans of the session that we adopted as subreaper)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    me = str(os.getpid())
+    return [int(proc.name) for proc in Path("/proc").iterdir()
+            if proc.name.isdigit() and (fields := stat_fields(proc)) is not None and fields[1] == me]
 
 
 CAPABILITIES = Path("cache", "libvirt", "qemu", "cache", "capabilities")
+CAPABILITIES_END = b"</qemuCaps>"
 
 
 def node_cache() -> Path | None:
@@ -260,12 +277,19 @@ def capabilities_cache(node: Path, cpu: int) -> Path:
 
 
 def release_cpus(pid: int, cpus: set[int]) -> None:
-    """Let every thread of process ``pid`` run on ``cpus`` again."""
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            os.sched_setaffinity(int(task.name), cpus)
-        except OSError:
-            continue  # a thread that ended meanwhile
+    """Let every thread of process ``pid`` run on ``cpus`` again (passes until none is left
+    out: a thread started meanwhile inherits the mask of the one that started it)."""
+    for _ in range(10):
+        pinned = 0
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                if os.sched_getaffinity(int(task.name)) != cpus:
+                    os.sched_setaffinity(int(task.name), cpus)
+                    pinned += 1
+            except OSError:
+                continue  # a thread that ended meanwhile
+        if not pinned:
+            return
 
 
 def copy_capabilities(source: Path, target: Path) -> None:
@@ -279,6 +303,8 @@ def copy_capabilities(source: Path, target: Path) -> None:
         existing = target / entry.name
         if entry.is_symlink() or (existing.is_file() and existing.stat().st_mtime_ns == entry.stat().st_mtime_ns):
             continue
+        if not entry.read_bytes().rstrip().endswith(CAPABILITIES_END):
+            continue  # cut short (libvirtd killed while writing it): libvirt would only probe again
         partial = target / f".{entry.name}.{os.getpid()}"
         shutil.copy2(entry, partial)
         partial.rename(existing)
@@ -303,7 +329,10 @@ class Guardian:
         node = node_cache()
         self.node_cache = capabilities_cache(node, cpu) if node is not None else None
         if self.node_cache is not None:
-            copy_capabilities(self.node_cache, state_dir / CAPABILITIES)
+            try:
+                copy_capabilities(self.node_cache, state_dir / CAPABILITIES)
+            except OSError:
+                pass  # libvirt probes QEMU itself
         log = open(state_dir / "libvirtd.log", "ab")
         environment = session_environment(state_dir) | ({} if all_drivers else qemu_driver_only(state_dir))
         os.sched_setaffinity(0, {cpu})  # this thread's, which the daemon inherits
@@ -381,7 +410,10 @@ class Guardian:
                     pass  # reaped meanwhile
             time.sleep(0.002)  # gone once the reaper thread has reaped them: nothing writes here any more
         if self.node_cache is not None:
-            copy_capabilities(self.state_dir / CAPABILITIES, self.node_cache)
+            try:
+                copy_capabilities(self.state_dir / CAPABILITIES, self.node_cache)
+            except OSError:
+                pass  # a full /tmp: the next job probes QEMU itself
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def run(self, control: int) -> None:
@@ -397,15 +429,12 @@ class Guardian:
         self.clean_up()
 
 
-def serve(control: int, state_dir: Path, runner_pid: int, all_drivers: bool, *,
-          runner_end: int | None = None) -> NoReturn:
+def serve(control: int, state_dir: Path, runner_pid: int, all_drivers: bool) -> NoReturn:
     """Be the guardian of the session in ``state_dir``, in a session of our own, until the
-    ``control`` pipe closes; then exit.  ``runner_end``: the runner's end of it, which a fork
-    of the runner holds too and closes first."""
+    ``control`` pipe closes; then exit."""
     code = 1
+    state_dir = state_dir.absolute()
     try:
-        if runner_end is not None:
-            os.close(runner_end)
         if os.getsid(0) != os.getpid():
             os.setsid()
         libc = ctypes.CDLL(None, use_errno=True)
@@ -423,8 +452,10 @@ def serve(control: int, state_dir: Path, runner_pid: int, all_drivers: bool, *,
     finally:
         # Everything is cleaned up: leave at once (the runner waits for us), without the
         # interpreter's teardown of libvirt and the reaper thread -- or, in a fork, the runner's.
-        sys.stderr.flush()
-        os._exit(code)
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 def main() -> None:

@@ -260,7 +260,8 @@ def save_guest(domain: libvirt.virDomain, path: Path) -> str | None:
     libvirt writes the image, marks it complete in its header and then stops QEMU, and its
     call returns only about 0.2 s later (it looks for QEMU's end at that pace).  So the call
     runs in a thread and this returns as soon as the header says complete (an eviction
-    waits that much less); what is left of the domain goes with the job's libvirtd.
+    waits that much less); libvirt ends the domain after that, and the job's own libvirtd
+    goes with the guardian anyway.
     """
     errors: list[str] = []
 
@@ -283,8 +284,8 @@ def save_image_complete(path: Path) -> bool:
     try:
         with path.open("rb") as image:
             return image.read(len(SAVE_IMAGE_COMPLETE)) == SAVE_IMAGE_COMPLETE
-    except FileNotFoundError:
-        return False
+    except OSError:
+        return False  # not made yet (or unreadable: then the save call's own end decides)
 
 
 def run(job: Job, options: Options, reporter: Reporter, guardian: GuardianProcess | None = None) -> int:
