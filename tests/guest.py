@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.control.locate import processes
 from condor_vmsubmit.runner.render import domain_name
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, VMSpec
 
@@ -138,18 +139,8 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str,
 def processes_working_in(folder: Path) -> list[int]:
     """Live processes whose working directory is ``folder`` or below (also once it is
     deleted): the guardian works in the session's state folder, and libvirtd with it."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(proc / "cwd")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if (cwd == str(folder) or cwd.startswith(f"{folder}/") or cwd == f"{folder} (deleted)") and state != "Z":
-            found.append(int(proc.name))
-    return found
+    return [process.pid for process in processes() if process.cwd is not None
+            and (process.cwd == folder or folder in process.cwd.parents or str(process.cwd) == f"{folder} (deleted)")]
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -34,7 +34,7 @@ from guest import (
 )
 
 from condor_vmsubmit import jobcontract
-from condor_vmsubmit.control.locate import Process, Runner, find_runner
+from condor_vmsubmit.control.locate import Process, Runner, find_runner, processes
 from condor_vmsubmit.runner.guard import PROCESS_NAME
 from condor_vmsubmit.spec import Nic
 
@@ -103,6 +103,19 @@ def test_the_runner_is_found_by_its_guardian_or_its_working_directory(tmp_path):
     # a guardian whose runner is gone (adopted by pid 1 while it cleans up) names no runner
     orphan = Process(12, runner.argv, tmp_path / ".vm", PROCESS_NAME, 1)
     assert find_runner(tmp_path, [orphan, Process(1, ("/sbin/init",), Path("/"))]) is None
+
+
+
+def test_processes_are_read_whatever_their_names(tmp_path):
+    """A process name is any bytes, ")" and non-UTF-8 included (the guardian's clean-up and
+    condor_vm_control read every process's stat)."""
+    entry = tmp_path / "4242"
+    entry.mkdir()
+    (entry / "cmdline").write_bytes(b"python3\0-m\0condor_vmsubmit.runner\0")
+    (entry / "stat").write_bytes(b"4242 (odd) n\xffame) S 77 4242 4242 0 -1")
+    (entry / "cwd").symlink_to(tmp_path)
+    assert list(processes(tmp_path)) == [Process(4242, ("python3", "-m", "condor_vmsubmit.runner"), tmp_path,
+                                                 "odd) n\ufffdame", 77)]
 
 
 @pytest.fixture(scope="module")

@@ -56,13 +56,12 @@ def processes(proc: Path = Path("/proc")) -> Iterator[Process]:
             continue
         try:
             argv = tuple(a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")[:-1])
-            stat = (entry / "stat").read_bytes().decode(errors="replace")  # a name need not be UTF-8
         except OSError:
             continue
-        name, rest = stat.split(" (", 1)[1].rsplit(") ", 1)
-        state, ppid = rest.split()[:2]
-        if not argv or state == "Z":
+        stat = guard.read_stat(entry)
+        if not argv or stat is None or stat[1][0] == "Z":
             continue
+        name, (_, ppid, *_) = stat
         try:
             cwd: Path | None = Path(os.readlink(entry / "cwd"))
         except OSError:

@@ -202,20 +202,21 @@ def may_fork() -> bool:
     return threading.active_count() == 1 and "libvirtmod" not in sys.modules
 
 
-def stat_fields(proc: Path) -> list[str] | None:
-    """The fields of ``proc/stat`` after the process's name (state, parent pid, ...), or None
-    when the process is gone.  Read as bytes: a process's name need not be UTF-8."""
+def read_stat(proc: Path) -> tuple[str, list[str]] | None:
+    """A process's name and the fields of ``proc/stat`` after it (state, parent pid, ...), or
+    None when the process is gone.  Read as bytes: a process's name need not be UTF-8."""
     try:
         data = (proc / "stat").read_bytes()
     except OSError:
         return None
-    return data.rsplit(b")", 1)[1].decode("ascii", "replace").split()
+    name, fields = data.split(b" (", 1)[1].rsplit(b") ", 1)
+    return name.decode(errors="replace"), fields.decode("ascii", "replace").split()
 
 
 def process_stopped(pid: int) -> bool:
     """Whether ``pid`` is stopped (state T); False when it is gone."""
-    fields = stat_fields(Path(f"/proc/{pid}"))
-    return fields is not None and fields[0] in ("T", "t")
+    stat = read_stat(Path(f"/proc/{pid}"))
+    return stat is not None and stat[1][0] in ("T", "t")
 
 
 def reap_forever() -> None:
@@ -235,7 +236,7 @@ def children() -> list[int]:
     """Our direct children (orphans of the session that we adopted as subreaper)."""
     me = str(os.getpid())
     return [int(proc.name) for proc in Path("/proc").iterdir()
-            if proc.name.isdigit() and (fields := stat_fields(proc)) is not None and fields[1] == me]
+            if proc.name.isdigit() and (stat := read_stat(proc)) is not None and stat[1][1] == me]
 
 
 CAPABILITIES = Path("cache", "libvirt", "qemu", "cache", "capabilities")

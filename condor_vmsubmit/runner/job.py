@@ -31,9 +31,8 @@ class Job:
     @property
     def job_id(self) -> str:
         """The job's global id (stable across restarts), or cluster.proc, or the sandbox path."""
-        for key in ("GlobalJobId",):
-            if key in self.job_ad:
-                return str(self.job_ad[key])
+        if "GlobalJobId" in self.job_ad:
+            return str(self.job_ad["GlobalJobId"])
         if "ClusterId" in self.job_ad:
             return f"{self.job_ad['ClusterId']}.{self.job_ad.get('ProcId', 0)}"
         return str(self.sandbox.root)

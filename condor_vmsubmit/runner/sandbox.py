@@ -72,7 +72,6 @@ def sandbox_root(environ: Mapping[str, str], cwd: Path) -> Path:
     return Path(environ.get("_CONDOR_SCRATCH_DIR") or cwd)
 
 
-
 def ad_files(environ: Mapping[str, str]) -> tuple[Path, Path]:
     """The files the starter wrote the job ad and the machine ad into."""
     for variable in ("_CONDOR_JOB_AD", "_CONDOR_MACHINE_AD"):
