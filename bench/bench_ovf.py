@@ -25,8 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from condor_vmsubmit.formats import load, ova
-from condor_vmsubmit.formats.ovf_staging import stage_disks
+from condor_vmsubmit.formats import load
+from condor_vmsubmit.formats.ovf import ova
+from condor_vmsubmit.formats.ovf.staging import stage_disks
 
 DESCRIPTOR = """<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"

@@ -8,7 +8,6 @@ lives, and the commands' working and home folders).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from condor_vmsubmit.xmlsafe import parse_file
 from conftest import REPO
 
 CANARY = "CANARY-7f3a-must-never-be-printed"
-HAS_OVF = importlib.util.find_spec("condor_vmsubmit.formats.ovf") is not None
 
 
 @dataclass(frozen=True)
@@ -204,10 +202,6 @@ def ovf(world: World, href: str = "disk.vmdk", units: str = "byte * 2^20", memor
     return world.write("appliance.ovf", text.replace("?>\n", f"?>\n{doctype}\n", 1))
 
 
-needs_ovf = pytest.mark.skipif(not HAS_OVF, reason="formats/ovf.py (the OVF engineer's) is not there yet")
-
-
-@needs_ovf
 @pytest.mark.parametrize("href, why", [
     ("../outside/secret.txt", "escapes the package folder"),
     ("{SECRET}", "is not a path inside the package"),
@@ -219,7 +213,6 @@ def test_ovf_hrefs_cannot_leave_the_package(world: World, href: str, why: str) -
     assert_refused(world.run("condor_ovf_submit", path, "--dry-run"), 4, why)
 
 
-@needs_ovf
 @pytest.mark.parametrize("attack", XML_ATTACKS)
 def test_xml_attacks_on_ovf(world: World, attack: str) -> None:
     doctype, _name, why = XML_ATTACKS[attack]
@@ -227,13 +220,11 @@ def test_xml_attacks_on_ovf(world: World, attack: str) -> None:
     assert_refused(world.run("condor_vmsubmit", "inspect", path), 4, why)
 
 
-@needs_ovf
 @pytest.mark.parametrize("units", ["byte * 2^999", "byte * 10^-3", "furlongs"])
 def test_absurd_ovf_allocation_units(world: World, units: str) -> None:
     assert_refused(world.run("condor_vmsubmit", "inspect", ovf(world, units=units)), 3, "allocation units")
 
 
-@needs_ovf
 def test_overflowing_ovf_memory_is_refused(world: World) -> None:
     assert_refused(world.run("condor_vmsubmit", "inspect", ovf(world, memory="99999999999999999999999")), 3)
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit.errors import InputError, UnsafeInputError
-from condor_vmsubmit.formats import load, ova
-from condor_vmsubmit.formats.ovf_staging import plan_disks, stage_disks
+from condor_vmsubmit.formats import load
+from condor_vmsubmit.formats.ovf import ova
+from condor_vmsubmit.formats.ovf.staging import plan_disks, stage_disks
 
 from conftest import corpus_folder
 

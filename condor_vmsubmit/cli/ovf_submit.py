@@ -17,7 +17,7 @@ import click
 from .. import __version__
 from ..errors import InputError
 from ..formats.ovf import Appliance, choose_profile, open_appliance, spec_from_appliance
-from ..formats.ovf_staging import plan_disks, stage_disks
+from ..formats.ovf.staging import plan_disks, stage_disks
 from ..spec import VMSpec
 from ..translate import safe_file_stem
 from ..units import UnitError, parse_size

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import InputError, UnsafeInputError
-from ..xmlsafe import MAX_XML_BYTES
+from ...errors import InputError, UnsafeInputError
+from ...xmlsafe import MAX_XML_BYTES
 
 
 @dataclass(frozen=True)

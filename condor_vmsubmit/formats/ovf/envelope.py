@@ -14,8 +14,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..errors import InputError, UnsafeInputError
-from ..units import MAX_BYTES, UnitError, programmatic_multiplier
+from ...errors import InputError, UnsafeInputError
+from ...units import MAX_BYTES, UnitError, programmatic_multiplier
 
 ENVELOPE_VERSIONS = {
     "http://www.vmware.com/schema/ovf/1/envelope": "0.9",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..errors import InputError
+from ...errors import InputError
 
 ALGORITHMS = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
 CHUNK = 4 * 1024 * 1024

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import InputError, UnsafeInputError
-from ..spec import VMSpec
+from ...errors import InputError, UnsafeInputError
+from ...spec import VMSpec
 from . import ova
-from .ovf import open_appliance
-from .ovf_envelope import FileRef, member_path, references
-from .ovf_manifest import CHUNK, Digest, check, hash_stream, parse_manifest
+from .appliance import open_appliance
+from .envelope import FileRef, member_path, references
+from .manifest import CHUNK, Digest, check, hash_stream, parse_manifest
 
 
 @dataclass(frozen=True)

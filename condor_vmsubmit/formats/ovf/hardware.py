@@ -14,10 +14,10 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..errors import InputError
-from ..spec import Disk, Nic
-from ..units import MAX_BYTES, UnitError, programmatic_multiplier
-from .ovf_envelope import DiskDef, FileRef, attr, children, kind, local
+from ...errors import InputError
+from ...spec import Disk, Nic
+from ...units import MAX_BYTES, UnitError, programmatic_multiplier
+from .envelope import DiskDef, FileRef, attr, children, kind, local
 
 # DSP1041 / CIM_ResourceAllocationSettingData.ResourceType values we read.
 CPU, MEMORY, IDE, SCSI, FC, ISCSI, ETHERNET = 3, 4, 5, 6, 7, 8, 10

@@ -3,7 +3,7 @@
 One VirtualSystem (``--system`` in a VirtualSystemCollection) in one DeploymentOption
 profile (the default unless ``--profile``) becomes the spec.  Disk sources are the
 ``References`` hrefs (relative to the descriptor; OVA member names relative to the
-descriptor's folder); :mod:`.ovf_staging` turns them into files for the job.
+descriptor's folder); :mod:`.staging` turns them into files for the job.
 OVF-only facts go to ``spec.extras``: ``ovf_version``, ``ovf_system``, ``ovf_profile``,
 ``product``, ``vendor``, ``product_version``, ``eula`` (yes/no), ``os_type`` and
 ``ovf_properties`` (JSON of the property values; password properties are left out).
@@ -19,15 +19,15 @@ from typing import Any, Mapping
 
 from lxml import etree
 
-from ..errors import InputError
-from ..spec import VMSpec
-from ..xmlsafe import parse_bytes, parse_file
-from . import ova, ovf_hardware as hw
-from .ovf_envelope import (attr, child, children, choose_system, disk_definitions, envelope_version,
+from ...errors import InputError
+from ...spec import VMSpec
+from ...xmlsafe import parse_bytes, parse_file
+from . import hardware as hw, ova
+from .envelope import (attr, child, children, choose_system, disk_definitions, envelope_version,
                            network_names, references, text)
-from .ovf_product import Product, apply_properties, read_product
+from .product import Product, apply_properties, read_product
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "ovf-envelope.xsd"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "ovf-envelope.xsd"
 SCHEMA_NAMESPACE = "http://schemas.dmtf.org/ovf/envelope/1"
 
 

@@ -15,8 +15,8 @@ from typing import Mapping
 
 from lxml import etree
 
-from ..errors import InputError
-from .ovf_envelope import attr, children, kind, text
+from ...errors import InputError
+from .envelope import attr, children, kind, text
 
 _INT_RANGES = {
     "uint8": (0, 2**8 - 1), "sint8": (-(2**7), 2**7 - 1),
