@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from condor_vmsubmit.formats.diskimage import read_image
-from condor_vmsubmit.formats.imageio import MAX_HEADER_BYTES
+from condor_vmsubmit.images.diskimage import read_image
+from condor_vmsubmit.images.imageio import MAX_HEADER_BYTES
 
 
 def kernel_bytes_read() -> int:

@@ -89,7 +89,7 @@ def _drive(device: str, bus: str, path: str, target: str) -> Disk:
 def check_image(path: str | Path, device: str) -> str:
     """The absolute path of a cdrom or floppy image, after its headers say it is a plain (raw)
     image; ISO 9660 images and floppy images both are."""
-    from .formats.diskimage import read_image
+    from .images.diskimage import read_image
 
     info = read_image(path)
     if info.format != "raw":

@@ -118,7 +118,7 @@ def list_images(folder: str | os.PathLike[str] | None) -> dict[str, Path]:
 def find_image(folder: str | os.PathLike[str] | None, name: str) -> tuple[Path, str]:
     """The staged file for ``name`` and its format, checked from its headers: it must lie in the
     admin's folder (symlinks resolved), be the format its suffix says and have no backing file."""
-    from .formats.diskimage import read_image
+    from .images.diskimage import read_image
 
     if not folder:
         raise StagedImageError(f"the job asks for the staged image '{name}' but this node has no "

@@ -14,7 +14,7 @@ import pycdlib
 import pytest
 
 from condor_vmsubmit.errors import InputError, UnsafeInputError
-from condor_vmsubmit.formats.diskimage import read_image
+from condor_vmsubmit.images.diskimage import read_image
 from condor_vmsubmit.isobuild import build_iso, joliet_name, scan_folder
 
 LONG_NAME = "Ünïcödé file name that is much longer than Joliet's sixty-four bytes.txt"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit.errors import InputError, UnsafeInputError, VMSubmitError
-from condor_vmsubmit.formats.diskimage import read_image
-from condor_vmsubmit.formats.imageio import MAX_HEADER_BYTES
+from condor_vmsubmit.images.diskimage import read_image
+from condor_vmsubmit.images.imageio import MAX_HEADER_BYTES
 
 from conftest import CORPUS
 

@@ -24,8 +24,8 @@ from ..errors import InputError
 from ..media import add_removable, check_image
 from ..spec import Disk, Nic, VMSpec
 from ..units import UnitError, human_bytes, parse_size
-from .diskimage import read_image
-from .imageio import ImageInfo
+from ..images.diskimage import read_image
+from ..images.imageio import ImageInfo
 
 DEFAULT_VCPUS = 1
 DEFAULT_MEMORY_BYTES = 1024**3

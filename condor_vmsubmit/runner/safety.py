@@ -55,8 +55,8 @@ from typing import Callable, Iterable, Iterator
 from lxml import etree
 
 from ..errors import VMSubmitError
-from ..formats.diskimage import read_header, read_image
-from ..formats.imageio import ImageInfo
+from ..images.diskimage import read_header, read_image
+from ..images.imageio import ImageInfo
 
 LIBVIRT_NS_PREFIX = "http://libvirt.org/schemas/domain/"
 LOOPBACK = "127.0.0.1"
@@ -64,7 +64,7 @@ SYSTEM_FIRMWARE_DIR = "/usr/share/"
 # The host's QEMU system emulators (what libvirt itself picks); any other <emulator> is custom.
 _SYSTEM_EMULATOR = re.compile(r"/usr/(?:bin/qemu-system-[\w.-]+|bin/qemu-kvm|libexec/qemu-kvm)")
 
-# Disk image formats whose headers the runner reads (formats.diskimage) to rule out hidden files.
+# Disk image formats whose headers the runner reads (images.diskimage) to rule out hidden files.
 CHECKABLE_FORMATS = ("raw", "iso", "qcow2", "vmdk")
 _ALLOWED_DISK_TYPES = ("file", "dir")
 _CHARDEVS = ("serial", "parallel", "console", "channel")

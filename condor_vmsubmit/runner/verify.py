@@ -4,7 +4,7 @@ The runner calls :func:`verify_match` before anything starts; any problem holds 
 job (``EXIT_MISMATCH``) with the problems as the hold reason.  It checks what the
 matchmaking cannot: the slot's real size against the guest plus QEMU's overhead, the
 hypervisor actually usable here, and the disks the job brought, read from their
-headers (:func:`condor_vmsubmit.formats.diskimage.read_image`), against what the spec
+headers (:func:`condor_vmsubmit.images.diskimage.read_image`), against what the spec
 claims.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import classad2
 
 from ..errors import VMSubmitError
-from ..formats.diskimage import read_image
+from ..images.diskimage import read_image
 from ..spec import Disk, VMSpec
 from ..jobcontract import request_memory_mib
 from ..units import human_bytes
