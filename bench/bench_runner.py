@@ -35,13 +35,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from guest import counts, guest_builder, guest_spec, make_sandbox, start_runner  # noqa: E402
-
 from condor_vmsubmit import jobcontract  # noqa: E402
 from condor_vmsubmit.runner import guard  # noqa: E402
 from condor_vmsubmit.runner.render import render_spec, to_text  # noqa: E402
 from condor_vmsubmit.runner.sandbox import Sandbox  # noqa: E402
 from condor_vmsubmit.spec import VMSpec  # noqa: E402
+
+from guest import counts, guest_builder, guest_spec, make_sandbox, start_runner  # noqa: E402
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.1; done"
 BASE_MEMORY_MIB = 128
@@ -166,7 +166,8 @@ def report(what: str, ours: list[float], theirs: list[float]) -> None:
     """One line: medians and their ratio; then every round, for the spread."""
     mine, reference = statistics.median(ours), statistics.median(theirs)
     print(f"{what:38s} runner {mine:6.2f} s   virsh {reference:6.2f} s   ratio {mine / reference:.2f}")
-    print(f"{'':38s} rounds: runner {' '.join(f'{t:.2f}' for t in ours)}   virsh {' '.join(f'{t:.2f}' for t in theirs)}")
+    rounds = {name: " ".join(f"{t:.2f}" for t in times) for name, times in (("runner", ours), ("virsh", theirs))}
+    print(f"{'':38s} rounds: runner {rounds['runner']}   virsh {rounds['virsh']}")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ the bindings.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def knob(name: str) -> str | None:

@@ -38,21 +38,22 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import TypeVar
 
 import click
 from lxml import etree
 
 from . import __version__, jobcontract
+from .classads import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
 from .cli.common import CONTEXT_SETTINGS, reports_errors
+from .config import knobs
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
 from .runner.shares import virtiofsd
 from .staged import IMAGE_DIR_KNOB, list_images
-from .classads import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
-from .config import knobs
 
 T = TypeVar("T")
 FactValue = int | bool | tuple[str, ...]

@@ -22,9 +22,9 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator
 
 from .errors import InputError, UnsafeInputError
 
@@ -265,5 +265,5 @@ def _fixed_clock() -> Iterator[None]:
         try:
             yield
         finally:
-            for module, original in zip(modules, saved):
+            for module, original in zip(modules, saved, strict=True):
                 module.time = original

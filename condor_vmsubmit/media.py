@@ -13,9 +13,9 @@ the floppy controller, ``fda`` and ``fdb``: a PC has two floppy drives.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable
 
 from .errors import InputError
 from .spec import Disk, VMSpec

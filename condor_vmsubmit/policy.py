@@ -18,9 +18,10 @@ from __future__ import annotations
 import copy
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 from lxml import etree
 

@@ -9,8 +9,9 @@ DESIGN.md are stable.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 SPEC_VERSION = 1
 

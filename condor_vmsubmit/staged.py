@@ -42,7 +42,8 @@ def check_name(name: str) -> str:
     >>> check_name("../etc/shadow")
     Traceback (most recent call last):
     ...
-    condor_vmsubmit.errors.InputError: '../etc/shadow' is not a staged image name (letters, digits, '.', '_', '-'; at most 64)
+    condor_vmsubmit.errors.InputError: '../etc/shadow' is not a staged image name
+    (letters, digits, '.', '_', '-'; at most 64)
     """
     if not _NAME.fullmatch(name) or ".." in name:
         raise InputError(f"'{name}' is not a staged image name (letters, digits, '.', '_', '-'; at most 64)")

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import PurePath, PurePosixPath
-from typing import Iterable, Literal
+from typing import Literal
 
 from . import jobcontract
+from .classads import ANY_HYPERVISOR, classad_string, hypervisor_attr, submit_safe, vm_type_for
 from .errors import InputError, TargetError
-from .classads import (ANY_HYPERVISOR, classad_string, hypervisor_attr, submit_safe, vm_type_for)
 from .jobcontract import request_memory_mib
 from .spec import Disk, VMSpec
 from .staged import image_overlay_name, staged_name, staged_names

@@ -30,7 +30,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import condor_vmsubmit, libvirt, pytest, jsonschema" 2>/dev/null \
+if ! "$VENV/bin/python" -c "import condor_vmsubmit, libvirt, pytest, jsonschema, ruff" 2>/dev/null \
    || [ "$REPO/pyproject.toml" -nt "$VENV/.installed" ]; then
   echo "setup: installing condor_vmsubmit and its Python dependencies into $VENV"
   log=$(mktemp)

@@ -20,8 +20,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.control.locate import processes
@@ -77,8 +77,8 @@ def runner_env(sandbox: Path) -> dict[str, str]:
 def start_runner(sandbox: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """``condor_vm_runner`` as the starter runs it, in a process group of its own."""
     return subprocess.Popen([sys.executable, "-m", "condor_vmsubmit.runner", *args], cwd=sandbox,
-                            env={**runner_env(sandbox), **(extra_env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            env={**runner_env(sandbox), **(extra_env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 class FakeChirp:

@@ -17,9 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 LIBVIRTD = "/usr/sbin/libvirtd"
 QEMU = "/usr/bin/qemu-system-x86_64"

@@ -11,6 +11,7 @@ import pytest
 
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.spec import Disk
+
 from guest import guest_spec, make_sandbox, start_runner
 
 pytestmark = pytest.mark.guest

@@ -23,6 +23,12 @@ import time
 from pathlib import Path
 
 import pytest
+
+from condor_vmsubmit import jobcontract
+from condor_vmsubmit.control.locate import Process, Runner, find_runner, processes
+from condor_vmsubmit.runner.guard import PROCESS_NAME
+from condor_vmsubmit.spec import Nic
+
 from guest import (
     counts,
     guest_spec,
@@ -32,11 +38,6 @@ from guest import (
     stop_and_clean,
     wait_for,
 )
-
-from condor_vmsubmit import jobcontract
-from condor_vmsubmit.control.locate import Process, Runner, find_runner, processes
-from condor_vmsubmit.runner.guard import PROCESS_NAME
-from condor_vmsubmit.spec import Nic
 
 BOOT = 120  # seconds a TCG boot may take on a busy machine (a timeout, not a measurement)
 COUNTER = "(i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.2; done) &"
@@ -96,8 +97,8 @@ def test_the_runner_is_found_by_its_guardian_or_its_working_directory(tmp_path):
     # a long sandbox path: the session lives in /tmp, the runner works in the sandbox
     assert find_runner(tmp_path, [guardian, runner, elsewhere]) == Runner(20, Path("/tmp/cvm-abc"))
     # --local: the runner works elsewhere, its guardian keeps the session in the sandbox
-    local = Process(11, ("python3", "-m", "condor_vmsubmit.runner.guard", str(tmp_path / ".vm"), "99"), tmp_path / ".vm",
-                    PROCESS_NAME, 99)
+    local = Process(11, ("python3", "-m", "condor_vmsubmit.runner.guard", str(tmp_path / ".vm"), "99"),
+                    tmp_path / ".vm", PROCESS_NAME, 99)
     assert find_runner(tmp_path, [elsewhere, local]) == Runner(99, tmp_path / ".vm")
     assert find_runner(tmp_path, [guardian, elsewhere]) is None
     # a guardian whose runner is gone (adopted by pid 1 while it cleans up) names no runner
@@ -206,7 +207,8 @@ def test_the_ssh_client_reaches_the_guest_as_documented(libvirt_job, proxy):
     if not (libvirt_job / "vm-ssh.sock").exists():
         assert control(libvirt_job, "ssh-socket", "--background").returncode == 0
     done = subprocess.run(["ssh", "-v", "-o", f"ProxyCommand={proxy}", "-o", "BatchMode=yes",
-                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "root@guest", "true"],
+                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                           "root@guest", "true"],
                           cwd=libvirt_job, env={**os.environ, "_CONDOR_SCRATCH_DIR": str(libvirt_job)},
                           capture_output=True, text=True, timeout=60, check=False)
     assert "remote software version fakeguest" in done.stderr, done.stderr

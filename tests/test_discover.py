@@ -15,20 +15,29 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import classad2
 import htcondor2  # noqa: F401 - registers HTCondor's string-list functions with classad2
 import pytest
 
 from condor_vmsubmit import __version__
-from condor_vmsubmit.discover import (DEFAULT_TIMEOUT, HYPERVISOR_FACTS, NODE_ATTRIBUTES, LibvirtAnswer,
-                                      Observations, ProbeCache, ScriptAnswer, build_ad, cron_text,
-                                      guest_types)
+from condor_vmsubmit.discover import (
+    DEFAULT_TIMEOUT,
+    HYPERVISOR_FACTS,
+    NODE_ATTRIBUTES,
+    LibvirtAnswer,
+    Observations,
+    ProbeCache,
+    ScriptAnswer,
+    build_ad,
+    cron_text,
+    guest_types,
+)
 from condor_vmsubmit.kvmprobe import ProbeResult
-from libvirt_session import (QEMU, kernel_banner_under, parse_cron, run_discover, session_libvirtd,
-                             string_list)
+
+from libvirt_session import QEMU, kernel_banner_under, parse_cron, run_discover, session_libvirtd, string_list
 
 CLASSAD_TYPES = {"integer": int, "boolean": bool, "string": str, "string list": str}
 

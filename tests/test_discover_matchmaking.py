@@ -22,6 +22,7 @@ import pytest
 from condor_vmsubmit.formats.libvirt import load
 from condor_vmsubmit.spec import VMSpec
 from condor_vmsubmit.translate import TranslateOptions, translate
+
 from jobads import job_ad
 from libvirt_session import kernel_banner_under, parse_cron, run_discover, session_libvirtd, string_list
 

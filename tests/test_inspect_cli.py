@@ -107,7 +107,8 @@ def test_schema_is_compiled_once_per_process() -> None:
 def test_ovf_options_on_libvirt_xml_are_refused_not_ignored() -> None:
     code, out, err = inspect("--profile", "large", WEBSERVER)
     assert (code, out) == (3, "")
-    assert err == f"condor_vmsubmit: error: {WEBSERVER}: profile: only for OVF appliances, and this is libvirt domain XML\n"
+    assert err == (f"condor_vmsubmit: error: {WEBSERVER}: profile: only for OVF appliances, "
+                   "and this is libvirt domain XML\n")
 
 
 @pytest.mark.parametrize("args, code, message", [

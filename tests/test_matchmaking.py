@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import htcondor2  # noqa: F401 - registers HTCondor's string-list functions with classad2
 import classad2
+import htcondor2  # noqa: F401 - registers HTCondor's string-list functions with classad2
 import pytest
 
 from condor_vmsubmit.formats.libvirt import load
 from condor_vmsubmit.spec import SharedFolder, VMSpec
 from condor_vmsubmit.translate import TranslateOptions, translate
+
 from jobads import INPUT_KIB, job_ad
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"

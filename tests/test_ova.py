@@ -40,14 +40,14 @@ def disk(package: Path) -> bytes:
     return (package / DISK).read_bytes()
 
 
-def make_ova(path: Path, members: list[tuple[str, bytes]], links: dict[str, tuple[bytes, str]] = {}) -> Path:
+def make_ova(path: Path, members: list[tuple[str, bytes]], links: dict[str, tuple[bytes, str]] | None = None) -> Path:
     """A tar of ``members`` (name, data) in order; ``links`` adds symlink/hardlink members."""
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        for name, (kind, target) in links.items():
+        for name, (kind, target) in (links or {}).items():
             info = tarfile.TarInfo(name)
             info.type, info.linkname = kind, target
             tar.addfile(info)

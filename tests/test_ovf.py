@@ -147,7 +147,8 @@ def test_link_down_when_not_connected_at_power_on(tmp_path: Path) -> None:
 
 
 def test_ovf_09_sections_and_content() -> None:
-    spec = load(corpus("govmomi__external__OVFToolTemplates__OVF__xmltestfiles__AnnotationSection__Neg__ann_sec_elsewhr.ovf"))
+    spec = load(corpus("govmomi__external__OVFToolTemplates__OVF__xmltestfiles__AnnotationSection__Neg__"
+                       "ann_sec_elsewhr.ovf"))
     assert spec.extras["ovf_version"] == "0.9"
     assert [(d.bus, d.capacity_bytes, d.format) for d in spec.disks] == [("scsi", 329197568, "vmdk")]
     assert spec.nics[0].network == "VM Network 1"

@@ -10,8 +10,8 @@ capacities and NIC count must agree with COT, except for two documented choices:
 Where COT rejects a file and virt-v2v reads it, we agree with virt-v2v on what it reads
 correctly: memory only where it is in MiB (virt-v2v ignores units) and not its 1 TiB
 "no memory Item" default, vCPUs and NIC count.  Wherever virt-v2v reads a file, firmware
-(VMware's ``firmware`` Config), hard-disk count and removable-drive count agree with it.  Files neither tool accepts must give a
-spec or a clear :class:`VMSubmitError`, never a crash.
+(VMware's ``firmware`` Config), hard-disk count and removable-drive count agree with it.  Files
+neither tool accepts must give a spec or a clear :class:`VMSubmitError`, never a crash.
 """
 
 from __future__ import annotations

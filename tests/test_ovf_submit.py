@@ -93,8 +93,8 @@ def test_bad_options_are_one_line_errors(args: tuple[str, ...], message: str) ->
 
 
 def test_escaping_href_is_refused_with_exit_4() -> None:
-    result = run(ovf_submit, corpus("govmomi__external__OVFToolTemplates__OVF__xmltestfiles__DiskMode__Pos__nvm001.ovf"),
-                 "--dry-run", "--memory", "1GiB")
+    descriptor = corpus("govmomi__external__OVFToolTemplates__OVF__xmltestfiles__DiskMode__Pos__nvm001.ovf")
+    result = run(ovf_submit, descriptor, "--dry-run", "--memory", "1GiB")
     assert result.exit_code == 4 and "escapes the package folder" in result.stderr
 
 

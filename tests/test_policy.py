@@ -286,7 +286,7 @@ def test_examples_agree_with_libvirt_on_the_corpus() -> None:
         root = parse_file(folder / name)
         networks = frozenset(n.network for n in spec_from_domain(root, name).nics if n.network)
 
-        def run(sheet: str):
+        def run(sheet: str, root: etree._Element = root, networks: frozenset[str] = networks, name: str = name):
             return apply_policy(root, Policy((EXAMPLES / sheet,), allowed_networks=networks), path=name)
 
         stripped = run("strip-macs.xsl")

@@ -17,8 +17,20 @@ from condor_vmsubmit import jobcontract
 from condor_vmsubmit.runner.lifecycle import save_image_complete
 from condor_vmsubmit.runner.render import domain_name
 
-from guest import (FakeChirp, console, counts, descendants, guest_builder, make_sandbox, processes_mentioning,
-                    processes_working_in, qemu_of, start_runner, stop_and_clean, wait_for)
+from guest import (
+    FakeChirp,
+    console,
+    counts,
+    descendants,
+    guest_builder,
+    make_sandbox,
+    processes_mentioning,
+    processes_working_in,
+    qemu_of,
+    start_runner,
+    stop_and_clean,
+    wait_for,
+)
 
 pytestmark = pytest.mark.guest
 
@@ -150,13 +162,13 @@ def test_three_guests_at_once_keep_to_themselves(guest_dir, sandboxes):
                                           kernel="/boot/vmlinuz", initrd="/boot/initrd.img")
     runs = [run_guest(guest_dir, sandboxes, f"echo I am job {n}; exit {n}", f"5.{n}", domain_xml=replayed)
             for n in (3, 4, 5)]
-    for n, (runner, sandbox) in zip((3, 4, 5), runs):
+    for n, (runner, sandbox) in zip((3, 4, 5), runs, strict=True):
         _, stderr = runner.communicate(timeout=BOOT * 2)
         assert runner.returncode == n, stderr
         text = console(sandbox)
         assert f"I am job {n}" in text and all(f"I am job {m}" not in text for m in (3, 4, 5) if m != n)
         assert "replayed as user-mode networking" not in stderr
-    for n, (_, sandbox) in zip((3, 4, 5), runs):
+    for n, (_, sandbox) in zip((3, 4, 5), runs, strict=True):
         assert_nothing_left(f"5.{n}", sandbox)
 
 

@@ -101,7 +101,8 @@ def test_the_admin_policy_can_refuse_the_vm(guest_dir, sandboxes):
 @pytest.mark.guest
 def test_the_admin_policy_can_change_the_vm_and_the_job_ad_says_what(guest_dir, sandboxes, tmp_path):
     spec = replace(guest_spec(), nics=(Nic(model="virtio", link="up"),))
-    sandbox = sandboxes(guest_dir, "ip link set eth0 up; sleep 0.5; cat /sys/class/net/eth0/carrier; exit 0", job_id="23.0", spec=spec)
+    sandbox = sandboxes(guest_dir, "ip link set eth0 up; sleep 0.5; cat /sys/class/net/eth0/carrier; exit 0",
+                        job_id="23.0", spec=spec)
     chirp = FakeChirp(tmp_path)
     try:
         code, stderr = finish(start_runner(sandbox, extra_env={

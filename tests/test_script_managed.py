@@ -24,8 +24,10 @@ from condor_vmsubmit.runner.script_protocol import (
 )
 from condor_vmsubmit.scripts.qemu_direct import problems, qemu_command
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, SharedFolder, VMSpec
-from guest import counts as runner_counts, guest_builder, guest_spec, make_sandbox as runner_sandbox
-from guest import runner_env, start_runner
+
+from guest import counts as runner_counts
+from guest import guest_builder, guest_spec, runner_env, start_runner
+from guest import make_sandbox as runner_sandbox
 
 COUNTING_JOB = "i=0; while true; do echo count=$i; i=$((i+1)); sleep 0.2; done"
 

@@ -28,8 +28,16 @@ from condor_vmsubmit.shared_folders import add_shares
 from condor_vmsubmit.spec import SharedFolder
 from condor_vmsubmit.translate import TranslateOptions, translate
 
-from guest import (console, guest_builder, guest_spec, make_sandbox, processes_mentioning, start_runner,
-                   stop_and_clean, wait_for)
+from guest import (
+    console,
+    guest_builder,
+    guest_spec,
+    make_sandbox,
+    processes_mentioning,
+    start_runner,
+    stop_and_clean,
+    wait_for,
+)
 
 BOOT = 120  # a timeout for a TCG boot on a busy machine, not a measurement
 VIRTIO_9P, VIRTIO_FS = "0x0009", "0x001a"  # virtio device ids
@@ -76,7 +84,8 @@ def test_share_values_are_checked(tmp_path):
 
 def test_the_runner_renders_virtiofs_with_shared_memory_or_9p(tmp_path):
     sandbox = Sandbox(tmp_path)
-    spec = replace(guest_spec(), shared_folders=(SharedFolder("/u/data", "data"), SharedFolder("/u/in", "in", readonly=True)))
+    spec = replace(guest_spec(),
+                   shared_folders=(SharedFolder("/u/data", "data"), SharedFolder("/u/in", "in", readonly=True)))
     for virtiofs in (True, False):
         root = render_spec(spec, sandbox, domain_type="qemu", job_id="t#1.0#1")
         add_filesystems(root, plan_shares(spec, sandbox, virtiofs_available=virtiofs))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
+from test_matchmaking import machine_ad, matches
 
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.discover import Observations, build_ad
@@ -25,10 +26,9 @@ from condor_vmsubmit.runner.render import replay_domain
 from condor_vmsubmit.runner.safety import check_domain
 from condor_vmsubmit.runner.sandbox import Sandbox
 from condor_vmsubmit.spec import Disk
-from condor_vmsubmit.staged import add_image, find_image, list_images, StagedImageError
+from condor_vmsubmit.staged import StagedImageError, add_image, find_image, list_images
 from condor_vmsubmit.translate import TranslateOptions, translate
 
-from test_matchmaking import machine_ad, matches
 from guest import console, counts, guest_builder, guest_spec, make_sandbox, start_runner, stop_and_clean, wait_for
 
 BOOT = 120  # a timeout for a TCG boot on a busy machine, not a measurement
@@ -66,7 +66,8 @@ def test_the_spec_names_the_staged_image_and_the_job_matches_only_nodes_that_hav
     assert not any("tinyos" in path for path in description.input_files)
     assert "/home/user/vm/job.img" in description.input_files  # the data disk travels
     # the overlay and the transferred data disk are what the guest writes: both travel with a checkpoint
-    assert commands["transfer_checkpoint_files"] == f"{jobcontract.CHECKPOINT_DIR}, staged-tinyos.overlay.qcow2, job.img"
+    assert commands["transfer_checkpoint_files"] == (f"{jobcontract.CHECKPOINT_DIR}, "
+                                                     "staged-tinyos.overlay.qcow2, job.img")
     assert matches(spec, machine_ad(VM_IMAGES='"debian-12,TinyOS"'))
     assert not matches(spec, machine_ad(VM_IMAGES='"debian-12"'))
     assert not matches(spec, machine_ad(VM_IMAGES=None))

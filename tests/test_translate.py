@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.classads import classad_string
 from condor_vmsubmit.errors import InputError, TargetError
 from condor_vmsubmit.formats.libvirt import load
-from condor_vmsubmit.spec import Disk, KernelBoot, Nic, VMSpec
-from condor_vmsubmit.classads import classad_string
 from condor_vmsubmit.jobcontract import request_memory_mib
+from condor_vmsubmit.spec import Disk, KernelBoot, Nic, VMSpec
 from condor_vmsubmit.translate import TranslateOptions, translate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"

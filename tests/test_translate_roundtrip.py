@@ -10,7 +10,7 @@ import pytest
 
 from condor_vmsubmit.errors import TargetError, VMSubmitError
 from condor_vmsubmit.formats import load
-from condor_vmsubmit.translate import SubmitDescription, TranslateOptions, TARGETS, translate
+from condor_vmsubmit.translate import TARGETS, SubmitDescription, TranslateOptions, translate
 
 from conftest import corpus_folder, expected
 

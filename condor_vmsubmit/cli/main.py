@@ -70,9 +70,10 @@ def policy_check(file: Path, stylesheets: tuple[Path, ...], max_memory: str | No
     """Show what the admin policy does to the VM in FILE: accepted, modified or rejected.
 
     FILE is libvirt domain XML, an OVF/OVA appliance or a disk image; the policy sees the
-    domain the runner would start from it, as on the execute node.  Without policy options, the policy comes from this machine's HTCondor configuration
-    (VMSUBMIT_POLICY_XSLT, VMSUBMIT_MAX_MEMORY_MB, VMSUBMIT_MAX_VCPUS, VMSUBMIT_ALLOWED_NETWORKS,
-    VMSUBMIT_ALLOWED_BUSES).  Exits 5 when the policy rejects the VM.
+    domain the runner would start from it, as on the execute node.  Without policy options,
+    the policy comes from this machine's HTCondor configuration (VMSUBMIT_POLICY_XSLT,
+    VMSUBMIT_MAX_MEMORY_MB, VMSUBMIT_MAX_VCPUS, VMSUBMIT_ALLOWED_NETWORKS, VMSUBMIT_ALLOWED_BUSES).
+    Exits 5 when the policy rejects the VM.
     """
     from lxml import etree
 

@@ -19,9 +19,10 @@ import functools
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -30,8 +31,7 @@ from ..media import with_media
 from ..shared_folders import add_shares
 from ..spec import VMSpec
 from ..staged import add_image
-from ..translate import (TARGETS, SubmitDescription, Target, TranslateOptions, parse_append,
-                         safe_file_stem, translate)
+from ..translate import TARGETS, SubmitDescription, Target, TranslateOptions, parse_append, safe_file_stem, translate
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -28,8 +28,8 @@ from lxml import etree
 from .. import jobcontract
 from ..classads import script_managed
 from ..errors import ControlError, NoGuestError
-from ..runner.render import domain_name
 from ..runner.job import Job, read_ad
+from ..runner.render import domain_name
 from ..runner.sandbox import Sandbox, read_spec
 from ..runner.script_protocol import ActionResult, Outcome, find_script, run_action
 from .locate import Runner, find_runner

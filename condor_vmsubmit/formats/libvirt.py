@@ -353,7 +353,7 @@ def _mac(text: str | None) -> str | None:
 def _mac_warnings(interfaces: list[etree._Element], nics: tuple[Nic, ...]) -> list[str]:
     """What libvirt would refuse about the NICs' MAC addresses (the runner's check refuses it too)."""
     warnings = []
-    for element, nic in zip(interfaces, nics):
+    for element, nic in zip(interfaces, nics, strict=True):
         mac = element.find("mac")
         if mac is not None and nic.mac is None:
             warnings.append(f"line {mac.sourceline}: <mac address='{mac.get('address')}'> is not a MAC "

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import InputError
+from ..images.diskimage import read_image
+from ..images.imageio import ImageInfo
 from ..media import add_removable, check_image
 from ..spec import Disk, Nic, VMSpec
 from ..units import UnitError, human_bytes, parse_size
-from ..images.diskimage import read_image
-from ..images.imageio import ImageInfo
 
 DEFAULT_VCPUS = 1
 DEFAULT_MEMORY_BYTES = 1024**3

@@ -136,7 +136,8 @@ def sibling(image_path: str | Path, name: str, what: str) -> str:
     >>> sibling("disk.vmdk", "/dev/sda", "extent")
     Traceback (most recent call last):
     ...
-    condor_vmsubmit.errors.UnsafeInputError: disk.vmdk: extent '/dev/sda' is an absolute path; only files next to the image are used
+    condor_vmsubmit.errors.UnsafeInputError: disk.vmdk: extent '/dev/sda' is an absolute path; only files
+    next to the image are used
     >>> sibling("disk.vmdk", "../etc/shadow", "backing file").message
     Traceback (most recent call last):
     ...

@@ -49,7 +49,8 @@ def read_qcow2(image: ImageFile, head: bytes) -> ImageInfo:
     if version == 3:
         if len(data) < _HEADER.size + _HEADER_V3.size:
             raise InputError("truncated qcow2 header", path=path)
-        incompatible, _compatible, _autoclear, refcount_order, header_length = _HEADER_V3.unpack_from(data, _HEADER.size)
+        incompatible, _compatible, _autoclear, refcount_order, header_length = _HEADER_V3.unpack_from(
+            data, _HEADER.size)
         if header_length < 104 or header_length > cluster_size:
             raise InputError(f"invalid qcow2 header length {header_length}", path=path)
         if refcount_order > 6:

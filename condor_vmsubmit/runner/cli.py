@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from .. import jobcontract
 from ..classads import script_managed
@@ -50,7 +50,8 @@ def parse_options(argv: Sequence[str] | None, environ: Mapping[str, str]) -> arg
                                      description="Run the VM of the HTCondor job in this sandbox until the guest ends.")
     parser.add_argument("-h", "--help", "-help", action="help", help="Show this message and exit.")
     parser.add_argument("--libvirt-uri", dest="uri", metavar="URI", default=environ.get("VMSUBMIT_LIBVIRT_URI") or None,
-                        help="libvirt to use (env VMSUBMIT_LIBVIRT_URI; default: a private qemu:///session in the sandbox).")
+                        help="libvirt to use (env VMSUBMIT_LIBVIRT_URI; "
+                             "default: a private qemu:///session in the sandbox).")
     parser.add_argument("--usage-interval", metavar="SECONDS", type=usage_interval,
                         default=environ.get("VMSUBMIT_USAGE_INTERVAL") or jobcontract.USAGE_INTERVAL_SECONDS,
                         help="Seconds between usage reports (env VMSUBMIT_USAGE_INTERVAL; default: %(default)s).")

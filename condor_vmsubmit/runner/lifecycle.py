@@ -24,8 +24,8 @@ from lxml import etree
 from .. import jobcontract
 from ..classads import script_managed
 from ..errors import VMSubmitError
-from ..staged import image_dir_from_config
 from ..policy import Policy, apply_policy
+from ..staged import image_dir_from_config
 from .chirp import Reporter
 from .guard import GuardianProcess, node_cache
 from .job import Job
@@ -119,7 +119,7 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     try:  # staged images: an overlay in the sandbox replaces each (docs/staged-images.md)
         spec, chains = use_staged_images(job.spec, job.sandbox, image_dir)
     except VMSubmitError as error:
-        raise Stop(Outcome(jobcontract.EXIT_MISMATCH, error.message))
+        raise Stop(Outcome(jobcontract.EXIT_MISMATCH, error.message)) from None
     job = replace(job, spec=spec)
     usable = {"qemu"} | ({"kvm"} if kvm_usable(_hypervisors_in_ad(job)) else set())
     problems = verify_match(without_overlays(job.spec, chains), job.machine_ad, job.sandbox.root, usable)
@@ -208,7 +208,8 @@ def start(session: Session, root: etree._Element, job: Job, reporter: Reporter) 
         job.sandbox.console_log.write_bytes(b"")
         return session.connection.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
     except libvirt.libvirtError as exc:
-        raise Stop(Outcome(jobcontract.EXIT_START_FAILED, f"the guest did not start: {exc.get_error_message()}"))
+        reason = f"the guest did not start: {exc.get_error_message()}"
+        raise Stop(Outcome(jobcontract.EXIT_START_FAILED, reason)) from None
 
 
 def _stopped_outcome(detail: int, console_log: Path) -> Outcome:

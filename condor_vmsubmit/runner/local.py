@@ -23,11 +23,13 @@ from .. import jobcontract
 from ..errors import InputError
 from ..spec import VMSpec
 from .chirp import Reporter
-from .lifecycle import Options, run
 from .job import load_job
+from .lifecycle import Options, run
 from .sandbox import Sandbox, ad_files
 
 STREAM_POLL_SECONDS = 0.1
+# No schedd to report usage to: a sample an hour is plenty.
+LOCAL_OPTIONS = Options(usage_interval=3600.0)
 
 
 def machine_ad_text() -> str:
@@ -94,7 +96,7 @@ class ConsoleStream:
                 self.done.wait(STREAM_POLL_SECONDS)
 
 
-def run_local(spec: VMSpec, input_files: list[str], *, options: Options = Options(usage_interval=3600.0)) -> int:
+def run_local(spec: VMSpec, input_files: list[str], *, options: Options = LOCAL_OPTIONS) -> int:
     """Run ``spec`` here with ``input_files`` (the files the job would transfer); the exit code."""
     terminal = Console(stderr=True)
     folder = Path(tempfile.mkdtemp(prefix="cvm-local-"))

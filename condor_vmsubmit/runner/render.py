@@ -104,7 +104,7 @@ def render_spec(spec: VMSpec, sandbox: Sandbox, *, domain_type: str, job_id: str
     _sub(features, "apic")
     _lifecycle_actions(root)
     devices = _sub(root, "devices")
-    for disk, target in zip(spec.disks, _target_names(spec.disks)):
+    for disk, target in zip(spec.disks, _target_names(spec.disks), strict=True):
         _disk(devices, disk, target, sandbox)
     for nic in spec.nics:
         _nic(devices, nic)

@@ -48,9 +48,9 @@ import ipaddress
 import os
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from lxml import etree
 

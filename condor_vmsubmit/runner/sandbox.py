@@ -9,9 +9,9 @@ the runner can read the spec before anything else (:mod:`.cli`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Mapping
 
 from .. import jobcontract
 from ..errors import InputError

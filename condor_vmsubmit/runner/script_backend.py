@@ -14,8 +14,8 @@ from .. import jobcontract
 from ..config import knob
 from ..errors import InputError
 from .chirp import Reporter
-from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
 from .job import Job
+from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
 from .script_protocol import Outcome as ScriptOutcome
 from .script_protocol import find_script, last_line, run_action, start_guest
 from .verify import verify_match

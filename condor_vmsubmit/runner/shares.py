@@ -3,8 +3,8 @@
 Each of the spec's shared folders is the sandbox folder of the same base name
 (HTCondor transfers the submitted folder there).  With virtiofs (the spec asks for it,
 or leaves the choice and this host has ``virtiofsd``) the runner starts ``virtiofsd``
-itself (as root only: see :func:`virtiofsd`), its socket in the runner's state folder: libvirt 9's session mode refuses to
-start it ("virtiofs is not yet supported in session mode") but accepts an externally
+itself (as root only: see :func:`virtiofsd`), its socket in the runner's state folder: libvirt 9's
+session mode refuses to start it ("virtiofs is not yet supported in session mode") but accepts an externally
 started daemon (``<source socket>``); the guest's memory is then shared memfd, as
 vhost-user needs.  Otherwise the folder is a 9p export (``accessmode='mapped'``: the
 guest's owners and modes live in extended attributes, never as host owners).
@@ -21,9 +21,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 from lxml import etree
 

@@ -31,14 +31,16 @@ class Usage:
         >>> Usage(3, 4, 5, 6, 7, 8).attributes()["VMNetTxBytes"]
         8
         """
-        return dict(zip(jobcontract.USAGE_ATTRS, astuple(self)))
+        return dict(zip(jobcontract.USAGE_ATTRS, astuple(self), strict=True))
 
     def went_back(self, earlier: Usage) -> bool:
         """Whether a counter that only grows (cpu time, bytes read, written, received, sent) is
         below ``earlier``'s: libvirt could no longer read them, the domain is going away.
 
-        >>> Usage(5, 4, 5, 6, 7, 8).went_back(Usage(3, 9, 5, 6, 7, 8)), Usage(0, 4, 5, 6, 7, 8).went_back(Usage(3, 4, 5, 6, 7, 8))
-        (False, True)
+        >>> Usage(5, 4, 5, 6, 7, 8).went_back(Usage(3, 9, 5, 6, 7, 8))
+        False
+        >>> Usage(0, 4, 5, 6, 7, 8).went_back(Usage(3, 4, 5, 6, 7, 8))
+        True
         """
         counters = ("cpu_seconds", "disk_read_bytes", "disk_write_bytes", "net_rx_bytes", "net_tx_bytes")
         return any(getattr(self, name) < getattr(earlier, name) for name in counters)
@@ -57,7 +59,8 @@ def from_stats(stats: dict[str, int]) -> Usage:
 
     >>> from_stats({"cpu.time": 2_500_000_000, "balloon.current": 131072, "block.count": 1,
     ...             "block.0.rd.bytes": 512, "block.0.wr.bytes": 0, "net.count": 0})
-    Usage(cpu_seconds=2, memory_bytes=134217728, disk_read_bytes=512, disk_write_bytes=0, net_rx_bytes=0, net_tx_bytes=0)
+    Usage(cpu_seconds=2, memory_bytes=134217728, disk_read_bytes=512, disk_write_bytes=0,
+          net_rx_bytes=0, net_tx_bytes=0)
     """
     def total(kind: str, field: str) -> int:
         return sum(int(stats.get(f"{kind}.{i}.{field}", 0)) for i in range(int(stats.get(f"{kind}.count", 0))))

@@ -16,8 +16,8 @@ import classad2
 
 from ..errors import VMSubmitError
 from ..images.diskimage import read_image
-from ..spec import Disk, VMSpec
 from ..jobcontract import request_memory_mib
+from ..spec import Disk, VMSpec
 from ..units import human_bytes
 
 ANY_HYPERVISOR = "any"

@@ -20,8 +20,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..jobcontract import CHECKPOINT_DIR, CONSOLE_LOG_FILE, SPEC_FILE
 from ..runner.script_protocol import Outcome, die_with_parent

@@ -12,19 +12,30 @@ OVF-only facts go to ``spec.extras``: ``ovf_version``, ``ovf_system``, ``ovf_pro
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from lxml import etree
 
 from ...errors import InputError
 from ...spec import VMSpec
 from ...xmlsafe import parse_bytes, parse_file
-from . import hardware as hw, ova
-from .envelope import (attr, child, children, choose_system, disk_definitions, envelope_version,
-                           network_names, references, text)
+from . import hardware as hw
+from . import ova
+from .envelope import (
+    attr,
+    child,
+    children,
+    choose_system,
+    disk_definitions,
+    envelope_version,
+    network_names,
+    references,
+    text,
+)
 from .product import Product, apply_properties, read_product
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "ovf-envelope.xsd"

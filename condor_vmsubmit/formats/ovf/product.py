@@ -9,9 +9,9 @@ string) with the ``MinLen/MaxLen/MinValue/MaxValue/ValueMap`` qualifiers.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from lxml import etree
 
