@@ -3,7 +3,7 @@
 Format adapters produce a :class:`VMSpec`; the translator, the policy code and the
 execute-side runner consume it.  Its JSON form (:meth:`VMSpec.to_json`) travels with
 the job; ``schemas/vmspec.schema.json`` describes it and the keys listed in
-DESIGN.md are stable.
+docs/design.md are stable.
 """
 
 from __future__ import annotations

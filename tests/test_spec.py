@@ -16,7 +16,7 @@ from condor_vmsubmit.spec import Disk, KernelBoot, Nic, SharedFolder, VMSpec
 
 from conftest import REPO, corpus_folder
 
-# The stable keys DESIGN.md promises (section "The spec as JSON").
+# The stable keys docs/design.md promises (section "The spec as JSON").
 STABLE_KEYS = {"source_format", "name", "vcpus", "memory_bytes", "firmware", "disks", "nics", "warnings"}
 STABLE_DISK_KEYS = {"device", "bus", "format", "source", "readonly", "capacity_bytes"}
 STABLE_NIC_KEYS = {"model", "mac", "network", "link"}
