@@ -252,7 +252,7 @@ class _Builder:
         self.note("request_disk", "the input files (DiskUsage) plus guest memory for a saved state; a guest "
                                   "that grows its disks needs more (--append request_disk=SIZE)")
         self.stage_spec_and_xml()
-        self.shared_folders()  # before runner_disks, whose check covers the folders' names too
+        self.shared_folders()
         self.runner_disks()
         self.vm_attributes(hypervisor)
         self.set("requirements", self.runner_requirements(hypervisor))
@@ -315,13 +315,6 @@ class _Builder:
                     self.transfer(self.resolve(path), self.element("kernel"))
         for path in self.options.extra_input_files:
             self.transfer(path, "input file")
-        seen: dict[str, str] = {}
-        for path in self.input_files:
-            name = PurePosixPath(path).name
-            if name in seen and seen[name] != path:
-                raise InputError(f"two input files share the name '{name}' in the job's sandbox: "
-                                 f"{seen[name]} and {path}", path=spec.source_path)
-            seen[name] = path
 
     def shared_folders(self) -> None:
         """Each shared folder travels as a folder into the sandbox; the writable ones come back, with
@@ -519,6 +512,7 @@ class _Builder:
         options = self.options
         for path in options.extra_input_files if options.target == "vm-universe" else ():
             self.transfer(path, "input file")
+        self.check_sandbox_names()
         files = ",".join(submit_safe(path) for path in self.input_files)
         self.commands = [(k, files) if k == "transfer_input_files" else (k, v)
                          for k, v in self.commands if k != "transfer_input_files" or files]
@@ -535,6 +529,17 @@ class _Builder:
                 raise TargetError(f"--strict: target {options.target} cannot express "
                                   f"{losses[0].source}: {losses[0].message}{more}",
                                   path=self.spec.source_path)
+
+    def check_sandbox_names(self) -> None:
+        """HTCondor transfers the input files into one flat sandbox folder (and ``vm_disk`` names them
+        there): two different files with one base name would overwrite each other."""
+        seen: dict[str, str] = {}
+        for path in self.input_files:
+            name = PurePosixPath(path).name
+            if name in seen and seen[name] != path:
+                raise InputError(f"two input files share the name '{name}' in the job's sandbox: "
+                                 f"{seen[name]} and {path}", path=self.spec.source_path)
+            seen[name] = path
 
     def append(self, key: str, value: str) -> None:
         """``--append KEY=VALUE``: replaces an existing command of that name, else adds one."""

@@ -14,7 +14,7 @@ from condor_vmsubmit.errors import InputError, TargetError
 from condor_vmsubmit.formats.libvirt import load
 from condor_vmsubmit.jobcontract import request_memory_mib
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, VMSpec
-from condor_vmsubmit.translate import TranslateOptions, translate
+from condor_vmsubmit.translate import TARGETS, TranslateOptions, translate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
 OUT = "/srv/jobs/out"
@@ -214,10 +214,11 @@ def test_batch_name_queue_and_extra_files(web: VMSpec) -> None:
     assert description.text().endswith("\nqueue 3\n")
 
 
-def test_same_file_name_twice_is_refused(web: VMSpec) -> None:
+@pytest.mark.parametrize("target", TARGETS)
+def test_same_file_name_twice_is_refused(web: VMSpec, target: str) -> None:
     spec = replace(web, disks=(Disk(source="/a/disk.img"), Disk(source="/b/disk.img")))
     with pytest.raises(InputError, match="share the name 'disk.img'"):
-        translate(spec, TranslateOptions(output_dir=OUT))
+        translate(spec, TranslateOptions(output_dir=OUT, target=target))
 
 
 def test_comma_in_a_path_is_refused(web: VMSpec) -> None:
