@@ -265,3 +265,41 @@ def test_runner_holds_a_job_whose_script_is_not_installed(tmp_path, script_dir):
                           text=True, env={**runner_env(sandbox), "VMSUBMIT_SCRIPT_DIR": str(script_dir)})
     assert done.returncode == 111
     assert f"no script for hypervisor 'vmware-fusion' in {script_dir}" in done.stderr
+
+
+NOISY_SCRIPT = """#!/bin/sh
+# A script-managed hypervisor whose start writes 1 MiB to stderr before the guest ends.
+case "$1" in
+  verify) exit 0 ;;
+  start)
+    head -c 1048576 /dev/zero | tr '\\0' 'x' >&2
+    echo >&2
+    if [ "$(basename "$0")" = noisy-fails ]; then echo "the noisy guest broke" >&2; exit 1; fi
+    echo "condor-vm-exit-status=6" >> "$VMSUBMIT_CONSOLE"
+    exit 0 ;;
+  *) exit 3 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("hypervisor, code, says", [
+    ("noisy", 6, ""),
+    ("noisy-fails", 112, "noisy-fails failed to run the guest: the noisy guest broke"),
+])
+def test_a_script_writing_a_mebibyte_to_stderr_does_not_block_the_job(tmp_path, hypervisor, code, says):
+    scripts = tmp_path / "vm-scripts"
+    scripts.mkdir()
+    (scripts / hypervisor).write_text(NOISY_SCRIPT)
+    (scripts / hypervisor).chmod(0o755)
+    sandbox = tmp_path / "job"
+    sandbox.mkdir()
+    (sandbox / SPEC_FILE).write_text(VMSpec("libvirt", "noisy", 1, 128 * 2**20, hypervisor=hypervisor).to_json())
+    (sandbox / "job.ad").write_text("ClusterId = 1\nProcId = 0\n")
+    (sandbox / "machine.ad").write_text("Memory = 2048\nCpus = 2\n")
+    runner = start_runner(sandbox, extra_env={"VMSUBMIT_SCRIPT_DIR": str(scripts)})
+    try:
+        _, errors = runner.communicate(timeout=60)
+    finally:
+        runner.kill()
+    assert runner.returncode == code, errors
+    assert says in errors and "xxxx" not in errors

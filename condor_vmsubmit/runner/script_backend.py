@@ -8,7 +8,9 @@ watch -> the guest's exit status; SIGTERM -> the script's checkpoint -> EXIT_CHE
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from .. import jobcontract
 from ..config import knob
@@ -17,7 +19,7 @@ from .chirp import Reporter
 from .job import Job
 from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
 from .script_protocol import Outcome as ScriptOutcome
-from .script_protocol import find_script, last_line, run_action, start_guest
+from .script_protocol import find_script, last_line, read_tail, run_action, start_guest
 from .verify import verify_match
 
 SCRIPT_DIR_KNOB = "VMSUBMIT_SCRIPT_DIR"
@@ -61,11 +63,14 @@ def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signal
     if signals.checkpoint or signals.interrupt:
         return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
 
-    guest = start_guest(script, ad_file, job.sandbox.root, job.sandbox.spec_file, job.sandbox.console_log)
-    return _watch(guest, action, job, signals, hypervisor)
+    with tempfile.TemporaryFile(dir=job.sandbox.state_dir) as errors:
+        guest = start_guest(script, ad_file, job.sandbox.root, job.sandbox.spec_file, job.sandbox.console_log,
+                            errors)
+        return _watch(guest, errors, action, job, signals, hypervisor)
 
 
-def _watch(guest: subprocess.Popen, action, job: Job, signals: Signals, hypervisor: str) -> Outcome:
+def _watch(guest: subprocess.Popen, errors: BinaryIO, action, job: Job, signals: Signals,
+           hypervisor: str) -> Outcome:
     while guest.poll() is None:
         if signals.checkpoint:
             saved = action("checkpoint")
@@ -81,10 +86,9 @@ def _watch(guest: subprocess.Popen, action, job: Job, signals: Signals, hypervis
             guest.wait()
             return Outcome(EXIT_INTERRUPTED, "interrupted")
         signals.wait(timeout=0.2)
-    errors = guest.stderr.read() if guest.stderr else ""
     if guest.returncode != 0:
-        return Outcome(jobcontract.EXIT_START_FAILED,
-                       f"{hypervisor} failed to run the guest: {last_line(errors) or f'exit code {guest.returncode}'}")
+        reason = last_line(read_tail(errors)) or f"exit code {guest.returncode}"
+        return Outcome(jobcontract.EXIT_START_FAILED, f"{hypervisor} failed to run the guest: {reason}")
     console = job.sandbox.console_log
     status = guest_exit_status(console.read_text(errors="replace")) if console.exists() else None
     return Outcome(status or 0)

@@ -24,12 +24,15 @@ import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import InputError
 
 ACTIONS = ("discover", "verify", "start", "status", "pause", "resume", "checkpoint", "stop")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _PR_SET_PDEATHSIG = 1
+# How much of the end of a script's stderr is read for the reason of a failure.
+TAIL_BYTES = 64 * 1024
 
 
 class Outcome(enum.IntEnum):
@@ -102,17 +105,31 @@ def run_action(script: Path, action: str, job_ad_file: Path, sandbox: Path, spec
 
 
 def start_guest(script: Path, job_ad_file: Path, sandbox: Path, spec_file: Path,
-                console: Path | None = None) -> subprocess.Popen:
+                console: Path | None = None, errors: BinaryIO | None = None) -> subprocess.Popen:
     """Launch ``SCRIPT start``; it lives as long as the guest and dies with this process.
 
-    ``console`` is where the guest's serial console must go (``VMSUBMIT_CONSOLE``).
+    ``console`` is where the guest's serial console must go (``VMSUBMIT_CONSOLE``); ``errors``
+    is a file that takes the script's stderr (discarded when None).  Never a pipe: nobody reads
+    it while the guest runs, and a script that wrote more than a pipe holds would block.
     """
     env = script_environment(sandbox, spec_file)
     if console is not None:
         env["VMSUBMIT_CONSOLE"] = str(console)
     return subprocess.Popen([str(script), "start", str(job_ad_file)], cwd=sandbox, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if errors is None else errors,
                             preexec_fn=die_with_parent)
+
+
+def read_tail(file: BinaryIO, limit: int = TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of ``file`` (where the reason of a failure is), as text.
+
+    >>> import io
+    >>> read_tail(io.BytesIO(b"x" * 100 + b"\\nno such disk\\n"), limit=15)
+    'x\\nno such disk\\n'
+    """
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - limit))
+    return file.read().decode(errors="replace")
 
 
 def die_with_parent() -> None:
