@@ -119,7 +119,9 @@ class VMSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VMSpec:
-        """Rebuild a spec from :meth:`to_dict` output (unknown keys are ignored)."""
+        """Rebuild a spec from :meth:`to_dict` output (unknown keys are ignored; a newer
+        ``spec_version`` is refused with :class:`SpecVersionError`)."""
+        check_version(data.get("spec_version", SPEC_VERSION))
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         values["disks"] = tuple(_build(Disk, d) for d in data.get("disks", ()))
@@ -139,6 +141,26 @@ class VMSpec:
     def disks_of(self, device: str) -> tuple[Disk, ...]:
         """The disks whose device is ``device`` (disk, cdrom, floppy, lun)."""
         return tuple(disk for disk in self.disks if disk.device == device)
+
+
+class SpecVersionError(ValueError):
+    """The JSON form is of a version this code does not read."""
+
+
+def check_version(version: Any) -> None:
+    """Refuse a ``spec_version`` other than one this code reads (1 to :data:`SPEC_VERSION`).
+
+    >>> check_version(2)
+    Traceback (most recent call last):
+    ...
+    condor_vmsubmit.spec.SpecVersionError: spec_version 2 is newer than this condor_vmsubmit reads (1):
+    install the submit side's version or newer here
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SpecVersionError(f"spec_version {version!r} is not a version of the VM spec")
+    if version > SPEC_VERSION:
+        raise SpecVersionError(f"spec_version {version} is newer than this condor_vmsubmit reads "
+                               f"({SPEC_VERSION}): install the submit side's version or newer here")
 
 
 def _lists(value: Any) -> Any:

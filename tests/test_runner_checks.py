@@ -72,12 +72,17 @@ def test_a_sandbox_without_room_for_the_session_is_one_line(guest_dir, sandboxes
                               "session's folder: File exists")
 
 
-def test_a_broken_spec_file_is_one_line(guest_dir, sandboxes):
+@pytest.mark.parametrize("text, says", [
+    ("{not json", "not a VM spec"),
+    (guest_spec().to_json().replace('"spec_version": 1', '"spec_version": 2'),
+     "spec_version 2 is newer than this condor_vmsubmit reads (1)"),
+])
+def test_a_broken_spec_file_is_one_line(guest_dir, sandboxes, text, says):
     sandbox = sandboxes(guest_dir, "exit 0", job_id="20.0")
-    (sandbox / jobcontract.SPEC_FILE).write_text("{not json")
+    (sandbox / jobcontract.SPEC_FILE).write_text(text)
     code, stderr = finish(start_runner(sandbox))
     assert code == jobcontract.EXIT_START_FAILED
-    assert stderr.startswith("condor_vm_runner: error: ") and f"{jobcontract.SPEC_FILE}: not a VM spec" in stderr
+    assert stderr.startswith("condor_vm_runner: error: ") and f"{jobcontract.SPEC_FILE}: {says}" in stderr
     assert "Traceback" not in stderr
 
 

@@ -12,7 +12,7 @@ import pytest
 from condor_vmsubmit.errors import VMSubmitError
 from condor_vmsubmit.formats import load as load_any
 from condor_vmsubmit.formats.libvirt import load
-from condor_vmsubmit.spec import Disk, KernelBoot, Nic, SharedFolder, VMSpec
+from condor_vmsubmit.spec import Disk, KernelBoot, Nic, SharedFolder, SpecVersionError, VMSpec
 
 from conftest import REPO, corpus_folder
 
@@ -154,6 +154,19 @@ def test_json_form_has_spec_version_and_plain_types() -> None:
                                 "source_type": "file", "readonly": True, "capacity_bytes": None,
                                 "target": "sda", "backing": None}
     assert data["kernel_boot"] == {"kernel": "/boot/vmlinuz", "initrd": None, "cmdline": "console=ttyS0"}
+
+
+@pytest.mark.parametrize("version, error", [
+    (2, "spec_version 2 is newer than this condor_vmsubmit reads (1)"),
+    ("1", "spec_version '1' is not a version of the VM spec"),
+    (0, "spec_version 0 is not a version of the VM spec"),
+])
+def test_a_spec_version_this_code_does_not_read_is_refused(version: object, error: str) -> None:
+    data = json_form(sample_spec()) | {"spec_version": version}
+    with pytest.raises(SpecVersionError) as refused:
+        VMSpec.from_dict(data)
+    assert str(refused.value).startswith(error)
+    assert VMSpec.from_dict(data | {"spec_version": 1}) == sample_spec()
 
 
 def test_helpers() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from .. import jobcontract
 from ..errors import InputError
-from ..spec import VMSpec
+from ..spec import SpecVersionError, VMSpec
 
 # The runner's own files inside the sandbox: libvirt's per-job XDG folders, logs.
 STATE_DIR = ".vm"
@@ -87,5 +87,7 @@ def read_spec(sandbox: Sandbox) -> VMSpec:
         return VMSpec.from_json(sandbox.spec_file.read_text())
     except OSError as exc:
         raise InputError(f"cannot read the VM spec: {exc.strerror}", path=sandbox.spec_file) from None
+    except SpecVersionError as exc:
+        raise InputError(str(exc), path=sandbox.spec_file) from None
     except (ValueError, TypeError) as exc:
         raise InputError(f"not a VM spec: {exc}", path=sandbox.spec_file) from None
