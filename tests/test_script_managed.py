@@ -17,7 +17,7 @@ import pytest
 from condor_vmsubmit.errors import InputError
 from condor_vmsubmit.jobcontract import CHECKPOINT_DIR, CONSOLE_LOG_FILE, SPEC_FILE
 from condor_vmsubmit.runner.script_protocol import (
-    Outcome,
+    ScriptOutcome,
     find_script,
     run_action,
     start_guest,
@@ -95,11 +95,11 @@ def test_exit_codes_map_to_outcomes(tmp_path):
     ad.write_text("[]")
     result = {a: run_action(script, a, ad, tmp_path, tmp_path / SPEC_FILE)
               for a in ("verify", "status", "pause", "resume", "stop")}
-    assert result["verify"].outcome is Outcome.REJECTED and result["verify"].reason == "too much memory"
-    assert result["status"].outcome is Outcome.EXECUTED and result["status"].stdout.strip() == "running"
-    assert result["pause"].outcome is Outcome.NOT_IMPLEMENTED
-    assert result["resume"].outcome is Outcome.MODIFIED and "VM_MEMORY = 512" in result["resume"].stdout
-    assert result["stop"].outcome is Outcome.FAILED and result["stop"].reason == "exit code 9"
+    assert result["verify"].outcome is ScriptOutcome.REJECTED and result["verify"].reason == "too much memory"
+    assert result["status"].outcome is ScriptOutcome.EXECUTED and result["status"].stdout.strip() == "running"
+    assert result["pause"].outcome is ScriptOutcome.NOT_IMPLEMENTED
+    assert result["resume"].outcome is ScriptOutcome.MODIFIED and "VM_MEMORY = 512" in result["resume"].stdout
+    assert result["stop"].outcome is ScriptOutcome.FAILED and result["stop"].reason == "exit code 9"
 
 
 def test_qemu_command_follows_the_spec(tmp_path):
@@ -137,7 +137,7 @@ def test_problems_name_what_qemu_direct_cannot_do(tmp_path):
 def test_discover_advertises_the_qemu_version(tmp_path, script_dir):
     (tmp_path / ".job.ad").write_text("[]")
     result = call(script_dir / "qemu-direct", "discover", tmp_path)
-    assert result.outcome is Outcome.EXECUTED
+    assert result.outcome is ScriptOutcome.EXECUTED
     version = subprocess.run(["qemu-system-x86_64", "-version"], capture_output=True, text=True).stdout
     advertised = re.search(r'VM_QEMU_DIRECT_ATTR_VERSION = "(.+)"', result.stdout).group(1)
     assert advertised in version
@@ -148,9 +148,9 @@ def test_guest_runs_to_its_exit_status(tmp_path, guest_dir, script_dir):
     sandbox = make_sandbox(tmp_path, guest_dir, "echo hello from the job; exit 7",
                            nics=(Nic(model="virtio", link="down"),))
     script = script_dir / "qemu-direct"
-    assert call(script, "verify", sandbox).outcome is Outcome.EXECUTED
+    assert call(script, "verify", sandbox).outcome is ScriptOutcome.EXECUTED
     guest = start_guest(script, sandbox / ".job.ad", sandbox, sandbox / SPEC_FILE)
-    assert guest.wait(timeout=120) == Outcome.EXECUTED
+    assert guest.wait(timeout=120) == ScriptOutcome.EXECUTED
     console = (sandbox / CONSOLE_LOG_FILE).read_text()
     assert "hello from the job" in console
     assert "condor-vm-exit-status=7" in console
@@ -166,16 +166,16 @@ def test_pause_resume_checkpoint_and_restore_continue_the_count(tmp_path, guest_
         wait_for(lambda: len(counts(console)) >= 3)
         assert call(script, "status", sandbox).stdout.strip() == "running"
 
-        assert call(script, "pause", sandbox).outcome is Outcome.EXECUTED
+        assert call(script, "pause", sandbox).outcome is ScriptOutcome.EXECUTED
         assert call(script, "status", sandbox).stdout.strip() == "paused"
         frozen = counts(console)[-1]
         time.sleep(1.0)
         assert counts(console)[-1] == frozen, "a paused guest kept counting"
-        assert call(script, "resume", sandbox).outcome is Outcome.EXECUTED
+        assert call(script, "resume", sandbox).outcome is ScriptOutcome.EXECUTED
         wait_for(lambda: counts(console)[-1] > frozen)
 
-        assert call(script, "checkpoint", sandbox).outcome is Outcome.EXECUTED
-        assert guest.wait(timeout=60) == Outcome.EXECUTED
+        assert call(script, "checkpoint", sandbox).outcome is ScriptOutcome.EXECUTED
+        assert guest.wait(timeout=60) == ScriptOutcome.EXECUTED
     finally:
         guest.kill()
     saved = counts(console)[-1]
@@ -191,7 +191,7 @@ def test_pause_resume_checkpoint_and_restore_continue_the_count(tmp_path, guest_
     finally:
         os.environ["VMSUBMIT_STOP_GRACE"] = "1"
         try:
-            assert call(script, "stop", sandbox).outcome is Outcome.EXECUTED
+            assert call(script, "stop", sandbox).outcome is ScriptOutcome.EXECUTED
         finally:
             del os.environ["VMSUBMIT_STOP_GRACE"]
         restored.wait(timeout=30)

@@ -31,7 +31,7 @@ from ..errors import ControlError, NoGuestError
 from ..runner.job import Job, read_ad
 from ..runner.render import domain_name
 from ..runner.sandbox import Sandbox, read_spec
-from ..runner.script_protocol import ActionResult, Outcome, find_script, run_action
+from ..runner.script_protocol import ActionResult, ScriptOutcome, find_script, run_action
 from .locate import Runner, find_runner
 
 POLL_SECONDS = 0.2
@@ -187,9 +187,9 @@ class ScriptGuest:
     def _action(self, action: str) -> ActionResult:
         result = run_action(self.script, action, self.job_ad, self.sandbox,
                             self.sandbox / jobcontract.SPEC_FILE)
-        if result.outcome == Outcome.NOT_IMPLEMENTED:
+        if result.outcome == ScriptOutcome.NOT_IMPLEMENTED:
             raise ControlError(f"{self.script.name} does not implement '{action}'")
-        if result.outcome not in (Outcome.EXECUTED, Outcome.MODIFIED):
+        if result.outcome not in (ScriptOutcome.EXECUTED, ScriptOutcome.MODIFIED):
             raise ControlError(f"{action}: {result.reason}")
         return result
 

@@ -18,8 +18,7 @@ from ..errors import InputError
 from .chirp import Reporter
 from .job import Job
 from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
-from .script_protocol import Outcome as ScriptOutcome
-from .script_protocol import find_script, last_line, read_tail, run_action, start_guest
+from .script_protocol import ScriptOutcome, find_script, last_line, read_tail, run_action, start_guest
 from .verify import verify_match
 
 SCRIPT_DIR_KNOB = "VMSUBMIT_SCRIPT_DIR"

@@ -35,7 +35,7 @@ _PR_SET_PDEATHSIG = 1
 TAIL_BYTES = 64 * 1024
 
 
-class Outcome(enum.IntEnum):
+class ScriptOutcome(enum.IntEnum):
     """What a script's exit code means."""
 
     EXECUTED = 0
@@ -45,7 +45,7 @@ class Outcome(enum.IntEnum):
     FAILED = 255  # any other exit code, a timeout or a script that would not run
 
     @classmethod
-    def from_exit_code(cls, code: int) -> Outcome:
+    def from_exit_code(cls, code: int) -> ScriptOutcome:
         return cls(code) if code in (0, 1, 2, 3) else cls.FAILED
 
 
@@ -54,7 +54,7 @@ class ActionResult:
     """One action's outcome, its stdout (a status word, a modified ad, discovery lines) and reason."""
 
     action: str
-    outcome: Outcome
+    outcome: ScriptOutcome
     stdout: str
     reason: str
 
@@ -97,10 +97,10 @@ def run_action(script: Path, action: str, job_ad_file: Path, sandbox: Path, spec
                               env=script_environment(sandbox, spec_file), capture_output=True,
                               text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        return ActionResult(action, Outcome.FAILED, "", f"'{action}' did not finish in {timeout:.0f} s")
+        return ActionResult(action, ScriptOutcome.FAILED, "", f"'{action}' did not finish in {timeout:.0f} s")
     except OSError as exc:
-        return ActionResult(action, Outcome.FAILED, "", f"cannot run {script}: {exc.strerror}")
-    return ActionResult(action, Outcome.from_exit_code(done.returncode), done.stdout,
+        return ActionResult(action, ScriptOutcome.FAILED, "", f"cannot run {script}: {exc.strerror}")
+    return ActionResult(action, ScriptOutcome.from_exit_code(done.returncode), done.stdout,
                         last_line(done.stderr) or f"exit code {done.returncode}")
 
 

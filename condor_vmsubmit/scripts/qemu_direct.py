@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..jobcontract import CHECKPOINT_DIR, CONSOLE_LOG_FILE, SPEC_FILE
-from ..runner.script_protocol import Outcome, die_with_parent
+from ..runner.script_protocol import ScriptOutcome, die_with_parent
 from ..spec import Disk, Nic, VMSpec
 
 QEMU = os.environ.get("VMSUBMIT_QEMU", "qemu-system-x86_64")
@@ -204,8 +204,8 @@ def action_start(spec: VMSpec, sandbox: Path) -> int:
     _, errors = process.communicate()
     if process.returncode != 0:
         print(f"qemu exited with {process.returncode}: {errors.strip()}", file=sys.stderr)
-        return Outcome.REJECTED
-    return Outcome.EXECUTED
+        return ScriptOutcome.REJECTED
+    return ScriptOutcome.EXECUTED
 
 
 def _resume_after_restore(monitor: QMP, timeout: float = 120.0) -> None:
@@ -222,12 +222,12 @@ def _resume_after_restore(monitor: QMP, timeout: float = 120.0) -> None:
 def action_status() -> int:
     if not _qemu_alive():
         print("shutoff")
-        return Outcome.EXECUTED
+        return ScriptOutcome.EXECUTED
     monitor = QMP()
     status = monitor.execute("query-status")
     monitor.close()
     print("running" if status.get("running") else "paused")
-    return Outcome.EXECUTED
+    return ScriptOutcome.EXECUTED
 
 
 def action_monitor(command: str) -> int:
@@ -235,7 +235,7 @@ def action_monitor(command: str) -> int:
     monitor = QMP()
     monitor.execute(command)
     monitor.close()
-    return Outcome.EXECUTED
+    return ScriptOutcome.EXECUTED
 
 
 def action_checkpoint() -> int:
@@ -251,19 +251,19 @@ def action_checkpoint() -> int:
             break
         if status in ("failed", "cancelled"):
             print(f"saving the guest state {status}", file=sys.stderr)
-            return Outcome.REJECTED
+            return ScriptOutcome.REJECTED
         time.sleep(0.05)
     partial.replace(STATE_FILE)
     monitor.execute("quit")
     monitor.close()
-    return Outcome.EXECUTED
+    return ScriptOutcome.EXECUTED
 
 
 def action_stop() -> int:
     """Ask the guest to power off; after ``VMSUBMIT_STOP_GRACE`` seconds (20), end QEMU."""
     grace = float(os.environ.get("VMSUBMIT_STOP_GRACE", "20"))
     if not _qemu_alive():
-        return Outcome.EXECUTED
+        return ScriptOutcome.EXECUTED
     monitor = QMP()
     monitor.execute("system_powerdown")
     deadline = time.monotonic() + grace
@@ -272,23 +272,23 @@ def action_stop() -> int:
     if _qemu_alive():
         monitor.execute("quit")
     monitor.close()
-    return Outcome.EXECUTED
+    return ScriptOutcome.EXECUTED
 
 
 def action_discover() -> int:
     """Available when qemu-system answers; advertise its version."""
     if shutil.which(QEMU) is None:
         print(f"{QEMU} is not installed", file=sys.stderr)
-        return Outcome.REJECTED
+        return ScriptOutcome.REJECTED
     try:
         done = subprocess.run([QEMU, "-version"], capture_output=True, text=True, timeout=5, check=True)
     except (subprocess.SubprocessError, OSError) as exc:
         print(f"{QEMU} does not run: {exc}", file=sys.stderr)
-        return Outcome.REJECTED
+        return ScriptOutcome.REJECTED
     match = re.search(r"version (\S+)", done.stdout)
     print(f'VM_QEMU_DIRECT_ATTR_VERSION = "{match.group(1) if match else "unknown"}"')
     print(f"VM_QEMU_DIRECT_ATTR_EFI = {'true' if OVMF_CODE.exists() else 'false'}")
-    return Outcome.EXECUTED
+    return ScriptOutcome.EXECUTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
         print("usage: qemu-direct ACTION JOB_AD_FILE", file=sys.stderr)
-        return Outcome.REJECTED
+        return ScriptOutcome.REJECTED
     action = args[0]
     sandbox = Path(os.environ.get("VMSUBMIT_SANDBOX", os.getcwd()))
     os.chdir(sandbox)
@@ -305,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return action_discover()
         if action in ("status", "pause", "resume", "checkpoint", "stop") and not Path(QMP_SOCKET).exists():
             print("no guest is running in this sandbox", file=sys.stderr)
-            return Outcome.REJECTED
+            return ScriptOutcome.REJECTED
         if action == "status":
             return action_status()
         if action in ("pause", "resume"):
@@ -315,16 +315,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if action == "stop":
             return action_stop()
         if action not in ("verify", "start"):
-            return Outcome.NOT_IMPLEMENTED
+            return ScriptOutcome.NOT_IMPLEMENTED
         spec = VMSpec.from_json(Path(os.environ.get("VMSUBMIT_SPEC", SPEC_FILE)).read_text())
         found = problems(spec, sandbox)
         if found:
             print("; ".join(found), file=sys.stderr)
-            return Outcome.REJECTED
-        return action_start(spec, sandbox) if action == "start" else Outcome.EXECUTED
+            return ScriptOutcome.REJECTED
+        return action_start(spec, sandbox) if action == "start" else ScriptOutcome.EXECUTED
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         print(f"qemu-direct {action}: {exc}", file=sys.stderr)
-        return Outcome.REJECTED
+        return ScriptOutcome.REJECTED
 
 
 if __name__ == "__main__":
