@@ -5,7 +5,7 @@ Builds, in a temporary folder, a package whose disk is a sparse file of ``--size
 and once as a folder (.ovf + .mf + disk).  Then:
 
 1. reads the OVA's descriptor and manifest through a file object that counts bytes;
-2. times condor_vmsubmit's manifest verification (``stage_disks`` on the folder, the
+2. times condor_vmsubmit's manifest verification (``extract_disks`` on the folder, the
    same hashing code the OVA extraction uses) against ``sha256sum`` on the same disk
    file, alternating runs and keeping the best of each.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from condor_vmsubmit.formats import load
 from condor_vmsubmit.formats.ovf import ova
-from condor_vmsubmit.formats.ovf.staging import stage_disks
+from condor_vmsubmit.formats.ovf.extract import extract_disks
 
 DESCRIPTOR = """<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
@@ -124,9 +124,9 @@ def main() -> None:
         ours, theirs = [], []
         for _ in range(args.runs):
             start = time.perf_counter()
-            staged = stage_disks(spec, Path(tmp) / "unused")
+            files = extract_disks(spec, Path(tmp) / "unused")
             ours.append(time.perf_counter() - start)
-            assert staged.warnings == () and staged.paths["big-disk1.vmdk"] == disk.resolve()
+            assert files.warnings == () and files.paths["big-disk1.vmdk"] == disk.resolve()
             theirs.append(sha256sum(disk)[1])
         mine, reference = args.size / min(ours) / 2**20, args.size / min(theirs) / 2**20
         print(f"manifest verification: {mine:.0f} MiB/s; sha256sum: {reference:.0f} MiB/s; "

@@ -10,7 +10,7 @@
   :class:`~condor_vmsubmit.errors.TargetError` under ``strict``.
 
 Everything here is pure: no file is read or written, nothing is contacted.  The
-caller (``cli/submit_options.py``) writes :attr:`SubmitDescription.staged` files and
+caller (``cli/submit_options.py``) writes the :attr:`SubmitDescription.job_files` and
 submits.
 """
 
@@ -57,8 +57,9 @@ class Note:
 
 
 @dataclass(frozen=True)
-class Staged:
-    """A file the submit side writes before submitting: ``text`` or a copy of ``copy_of``."""
+class JobFile:
+    """A file the submit side writes into the job's folder before submitting: ``text`` or a copy of
+    ``copy_of`` (the spec file, the user's domain XML)."""
 
     path: str
     text: str | None = None
@@ -88,7 +89,7 @@ class SubmitDescription:
     commands: tuple[tuple[str, str], ...]
     input_files: tuple[str, ...] = ()
     notes: tuple[Note, ...] = ()
-    staged: tuple[Staged, ...] = ()
+    job_files: tuple[JobFile, ...] = ()
     queue: int = 1
 
     def text(self) -> str:
@@ -104,7 +105,7 @@ class SubmitDescription:
             "queue": self.queue,
             "submit": self.text(),
             "input_files": list(self.input_files),
-            "staged": [staged.path for staged in self.staged],
+            "job_files": [job_file.path for job_file in self.job_files],
             "notes": [{"source": n.source, "level": n.level, "message": n.message} for n in self.notes],
         }
 
@@ -162,7 +163,7 @@ class _Builder:
         self.commands: list[tuple[str, str]] = []
         self.notes: list[Note] = []
         self.input_files: list[str] = []
-        self.staged: list[Staged] = []
+        self.job_files: list[JobFile] = []
 
     # helpers
 
@@ -251,7 +252,7 @@ class _Builder:
         self.set("request_disk", f"MY.DiskUsage + {state_kib}")
         self.note("request_disk", "the input files (DiskUsage) plus guest memory for a saved state; a guest "
                                   "that grows its disks needs more (--append request_disk=SIZE)")
-        self.stage_spec_and_xml()
+        self.add_spec_and_xml()
         self.shared_folders()
         self.runner_disks()
         self.vm_attributes(hypervisor)
@@ -268,15 +269,15 @@ class _Builder:
         self.set("on_exit_hold_subcode", "MY.ExitCode")
         self.set("want_io_proxy", "true")
 
-    def stage_spec_and_xml(self) -> None:
+    def add_spec_and_xml(self) -> None:
         """The spec file (with the hypervisor the job asks for; None for any) and the user's XML."""
         spec_path = self.out_path(jobcontract.SPEC_FILE)
         chosen = None if self.hypervisor == ANY_HYPERVISOR else self.hypervisor
-        self.staged.append(Staged(spec_path, text=replace(self.spec, hypervisor=chosen).to_json()))
+        self.job_files.append(JobFile(spec_path, text=replace(self.spec, hypervisor=chosen).to_json()))
         self.transfer(spec_path, "spec file")
         if self.spec.source_format == "libvirt" and self.spec.source_path:
             xml_path = self.out_path(jobcontract.DOMAIN_XML_FILE)
-            self.staged.append(Staged(xml_path, copy_of=self.spec.source_path))
+            self.job_files.append(JobFile(xml_path, copy_of=self.spec.source_path))
             self.transfer(xml_path, "domain XML")
 
     def written_disks(self) -> list[str]:
@@ -553,7 +554,7 @@ class _Builder:
 
     def result(self) -> SubmitDescription:
         return SubmitDescription(commands=tuple(self.commands), input_files=tuple(self.input_files),
-                                 notes=tuple(self.notes), staged=tuple(self.staged),
+                                 notes=tuple(self.notes), job_files=tuple(self.job_files),
                                  queue=self.options.queue)
 
 

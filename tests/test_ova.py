@@ -1,4 +1,4 @@
-"""OVA packages: header-only reading, manifests in every spelling, staging, hostile members.
+"""OVA packages: header-only reading, manifests in every spelling, extraction, hostile members.
 
 The packages are built in tmp_path from the real ttylinux appliance of the corpus
 (govmomi's test data): its descriptor, disk and manifest, re-packed in the shapes
@@ -19,7 +19,7 @@ import pytest
 from condor_vmsubmit.errors import InputError, UnsafeInputError
 from condor_vmsubmit.formats import load
 from condor_vmsubmit.formats.ovf import ova
-from condor_vmsubmit.formats.ovf.staging import plan_disks, stage_disks
+from condor_vmsubmit.formats.ovf.extract import extract_disks, plan_disks
 
 from conftest import corpus_folder
 
@@ -67,12 +67,12 @@ def test_the_real_ova_loads_and_its_disk_streams_out_verified(package: Path, tmp
     spec = load(package / f"{STEM}.ova")
     assert (spec.source_format, spec.vcpus, spec.memory_bytes) == ("ovf", 1, 32 * 2**20)
     assert [(d.source, d.format, d.bus) for d in spec.disks] == [(DISK, "vmdk", "ide")]
-    staged = stage_disks(spec, tmp_path / "stage")
-    local = staged.paths[DISK]
-    assert local == tmp_path / "stage" / DISK
+    files = extract_disks(spec, tmp_path / "out")
+    local = files.paths[DISK]
+    assert local == tmp_path / "out" / DISK
     assert local.read_bytes() == disk(package)
-    assert staged.warnings == ()
-    assert staged.apply(spec).disks[0].source == str(local)
+    assert files.warnings == ()
+    assert files.apply(spec).disks[0].source == str(local)
 
 
 @pytest.mark.parametrize("style,algorithm,newline,upper", [
@@ -91,9 +91,9 @@ def test_manifest_spellings_in_the_wild_verify(package: Path, tmp_path: Path, st
     index = ova.index(path)
     assert index.descriptor.name == f"appliance/{STEM}.ovf" and index.base == "appliance"
     assert f"appliance/._{DISK}" not in index.members
-    staged = stage_disks(load(path), tmp_path / "out")
-    assert staged.paths[DISK].read_bytes() == disk_bytes
-    assert staged.warnings == ()
+    files = extract_disks(load(path), tmp_path / "out")
+    assert files.paths[DISK].read_bytes() == disk_bytes
+    assert files.warnings == ()
 
 
 def test_a_tampered_disk_is_an_error_naming_it(package: Path, tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_a_tampered_disk_is_an_error_naming_it(package: Path, tmp_path: Path) ->
     tampered = disk_bytes[:-1] + bytes([disk_bytes[-1] ^ 1])
     path = make_ova(tmp_path / "t.ova", [(f"{STEM}.ovf", ovf_bytes), (f"{STEM}.mf", mf), (DISK, tampered)])
     with pytest.raises(InputError, match=f"'{DISK}' does not match its SHA1 digest") as error:
-        stage_disks(load(path), tmp_path / "out")
+        extract_disks(load(path), tmp_path / "out")
     assert error.value.line == 2
     assert not (tmp_path / "out" / DISK).exists()
 
@@ -111,11 +111,11 @@ def test_a_file_missing_from_the_manifest_is_a_warning(package: Path, tmp_path: 
     ovf_bytes = descriptor(package)
     mf = manifest({f"{STEM}.ovf": ovf_bytes})
     path = make_ova(tmp_path / "m.ova", [(f"{STEM}.ovf", ovf_bytes), (f"{STEM}.mf", mf), (DISK, disk(package))])
-    staged = stage_disks(load(path), tmp_path / "out")
-    assert staged.warnings == (f"the manifest does not list '{DISK}'; it is not verified",)
+    files = extract_disks(load(path), tmp_path / "out")
+    assert files.warnings == (f"the manifest does not list '{DISK}'; it is not verified",)
 
 
-def test_a_gzip_compressed_disk_is_verified_compressed_and_staged_plain(package: Path, tmp_path: Path) -> None:
+def test_a_gzip_compressed_disk_is_verified_compressed_and_extracted_plain(package: Path, tmp_path: Path) -> None:
     disk_bytes = disk(package)
     packed = gzip.compress(disk_bytes)
     ovf_bytes = descriptor(package).replace(f'ovf:href="{DISK}"'.encode(),
@@ -124,32 +124,32 @@ def test_a_gzip_compressed_disk_is_verified_compressed_and_staged_plain(package:
     path = make_ova(tmp_path / "z.ova", [(f"{STEM}.ovf", ovf_bytes), (f"{STEM}.mf", mf), (f"{DISK}.gz", packed)])
     spec = load(path)
     assert spec.disks[0].source == f"{DISK}.gz"
-    staged = stage_disks(spec, tmp_path / "out")
-    assert staged.paths[f"{DISK}.gz"] == tmp_path / "out" / DISK
+    files = extract_disks(spec, tmp_path / "out")
+    assert files.paths[f"{DISK}.gz"] == tmp_path / "out" / DISK
     assert (tmp_path / "out" / DISK).read_bytes() == disk_bytes
     assert plan_disks(spec, tmp_path / "plan").paths[f"{DISK}.gz"] == tmp_path / "plan" / DISK
 
 
-def test_a_gzip_disk_next_to_an_ovf_is_gunzipped_into_staging(package: Path, tmp_path: Path) -> None:
+def test_a_gzip_disk_next_to_an_ovf_is_gunzipped_into_the_output_folder(package: Path, tmp_path: Path) -> None:
     disk_bytes = disk(package)
     ovf_bytes = descriptor(package).replace(f'ovf:href="{DISK}"'.encode(),
                                             f'ovf:href="{DISK}.gz" ovf:compression="gzip"'.encode())
     (tmp_path / f"{STEM}.ovf").write_bytes(ovf_bytes)
     (tmp_path / f"{DISK}.gz").write_bytes(gzip.compress(disk_bytes))
-    staged = stage_disks(load(tmp_path / f"{STEM}.ovf"), tmp_path / "out")
-    assert staged.paths[f"{DISK}.gz"].read_bytes() == disk_bytes
+    files = extract_disks(load(tmp_path / f"{STEM}.ovf"), tmp_path / "out")
+    assert files.paths[f"{DISK}.gz"].read_bytes() == disk_bytes
 
 
 def test_ovf_files_are_used_in_place_and_verified(package: Path, tmp_path: Path) -> None:
-    staged = stage_disks(load(package / f"{STEM}.ovf"), tmp_path)
-    assert staged.paths[DISK] == (package / DISK).resolve()
+    files = extract_disks(load(package / f"{STEM}.ovf"), tmp_path)
+    assert files.paths[DISK] == (package / DISK).resolve()
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "p").mkdir()
     for name in (f"{STEM}.ovf", f"{STEM}.mf"):
         (tmp_path / "p" / name).write_bytes((package / name).read_bytes())
     (tmp_path / "p" / DISK).write_bytes(disk(package)[:-1] + b"\0")
     with pytest.raises(InputError, match="does not match"):
-        stage_disks(load(tmp_path / "p" / f"{STEM}.ovf"), tmp_path / "out")
+        extract_disks(load(tmp_path / "p" / f"{STEM}.ovf"), tmp_path / "out")
 
 
 @pytest.mark.parametrize("member", ["../evil.vmdk", "/etc/evil.vmdk", "a/../../evil.vmdk"])
@@ -175,7 +175,7 @@ def test_hrefs_that_escape_are_refused_before_any_file_is_read(package: Path, tm
     with pytest.raises(UnsafeInputError):
         plan_disks(spec, tmp_path / "out")
     with pytest.raises(UnsafeInputError):
-        stage_disks(spec, tmp_path / "out")
+        extract_disks(spec, tmp_path / "out")
 
 
 def test_a_symlink_next_to_an_ovf_pointing_outside_is_refused(package: Path, tmp_path: Path) -> None:
@@ -184,13 +184,13 @@ def test_a_symlink_next_to_an_ovf_pointing_outside_is_refused(package: Path, tmp
     (tmp_path / "secret.vmdk").write_bytes(b"secret")
     os.symlink(tmp_path / "secret.vmdk", tmp_path / "p" / DISK)
     with pytest.raises(UnsafeInputError, match="outside"):
-        stage_disks(load(tmp_path / "p" / f"{STEM}.ovf"), tmp_path / "out")
+        extract_disks(load(tmp_path / "p" / f"{STEM}.ovf"), tmp_path / "out")
 
 
 def test_a_missing_member_is_an_input_error(package: Path, tmp_path: Path) -> None:
     path = make_ova(tmp_path / "n.ova", [(f"{STEM}.ovf", descriptor(package))])
     with pytest.raises(InputError, match=f"no member '{DISK}'"):
-        stage_disks(load(path), tmp_path / "out")
+        extract_disks(load(path), tmp_path / "out")
 
 
 def test_not_a_tar_and_no_descriptor_are_input_errors(tmp_path: Path) -> None:
@@ -245,7 +245,7 @@ def test_chunked_and_non_gzip_files_are_clear_errors(package: Path, tmp_path: Pa
     ovf_bytes = descriptor(package).replace(f'ovf:href="{DISK}"'.encode(), f'ovf:href="{DISK}" {attributes}'.encode())
     path = make_ova(tmp_path / "c.ova", [(f"{STEM}.ovf", ovf_bytes), (DISK, disk(package))])
     spec = load(path)
-    for function in (plan_disks, stage_disks):
+    for function in (plan_disks, extract_disks):
         with pytest.raises(InputError, match=message):
             function(spec, tmp_path / "out")
 
@@ -255,7 +255,7 @@ def test_gzip_data_that_is_not_gzip_is_an_input_error(package: Path, tmp_path: P
                                             f'ovf:href="{DISK}" ovf:compression="gzip"'.encode())
     path = make_ova(tmp_path / "g.ova", [(f"{STEM}.ovf", ovf_bytes), (DISK, disk(package))])
     with pytest.raises(InputError, match="not valid gzip data"):
-        stage_disks(load(path), tmp_path / "out")
+        extract_disks(load(path), tmp_path / "out")
 
 
 def test_extraction_replaces_a_planted_symlink_instead_of_writing_through_it(package: Path, tmp_path: Path) -> None:
@@ -263,6 +263,6 @@ def test_extraction_replaces_a_planted_symlink_instead_of_writing_through_it(pac
     victim.write_text("precious")
     (tmp_path / "out").mkdir()
     os.symlink(victim, tmp_path / "out" / DISK)
-    staged = stage_disks(load(package / f"{STEM}.ova"), tmp_path / "out")
+    files = extract_disks(load(package / f"{STEM}.ova"), tmp_path / "out")
     assert victim.read_text() == "precious"
-    assert not staged.paths[DISK].is_symlink() and staged.paths[DISK].read_bytes() == disk(package)
+    assert not files.paths[DISK].is_symlink() and files.paths[DISK].read_bytes() == disk(package)

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from condor_vmsubmit.cli.main import main as vmsubmit
+from condor_vmsubmit.cli.ovf_submit import extract
 from condor_vmsubmit.cli.ovf_submit import main as ovf_submit
-from condor_vmsubmit.cli.ovf_submit import stage
 from condor_vmsubmit.cli.submit_options import SubmitOptions
 from condor_vmsubmit.formats import load
 
@@ -63,13 +63,13 @@ def test_dry_run_of_an_ova_plans_the_extraction_and_writes_nothing(tmp_path: Pat
     assert not any(tmp_path.rglob(disk))
 
 
-def test_stage_extracts_the_ova_disk_once_into_the_output_dir(tmp_path: Path) -> None:
+def test_extract_puts_the_ova_disk_once_into_the_output_dir(tmp_path: Path) -> None:
     spec = load(corpus(f"{TTY}.ova"))
-    staged = stage(spec, SubmitOptions(output_dir=tmp_path / "job"))
+    extracted = extract(spec, SubmitOptions(output_dir=tmp_path / "job"))
     disk = tmp_path / "job" / "ttylinux-pc_i486-16.1-disk1.vmdk"
-    assert staged.disks[0].source == str(disk)
+    assert extracted.disks[0].source == str(disk)
     assert disk.read_bytes() == (corpus_folder("ovf") / TTY).with_name("ttylinux-pc_i486-16.1-disk1.vmdk").read_bytes()
-    assert stage(spec, SubmitOptions(no_transfer_disks=True)).disks[0].source == spec.disks[0].source
+    assert extract(spec, SubmitOptions(no_transfer_disks=True)).disks[0].source == spec.disks[0].source
 
 
 def test_appliance_without_memory_needs_memory_option() -> None:

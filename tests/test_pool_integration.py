@@ -114,13 +114,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.xml")), ids=lambda p: p.name)
 def test_examples_submit(schedd, example: Path, tmp_path: Path) -> None:
-    """Each example, its disks taken as pre-staged on the nodes (they are not on this machine)."""
+    """Each example, its disks taken as already on the nodes (they are not on this machine)."""
     from condor_vmsubmit.formats.libvirt import load
     from condor_vmsubmit.translate import TranslateOptions, translate
 
     description = translate(load(example), TranslateOptions(output_dir=str(tmp_path), transfer_disks=False))
-    staged = {s.path for s in description.staged}
-    missing = [path for path in description.input_files if path not in staged and not Path(path).exists()]
+    written = {f.path for f in description.job_files}
+    missing = [path for path in description.input_files if path not in written and not Path(path).exists()]
     if missing:
         pytest.skip(f"{example.name} transfers {missing[0]}, which this machine lacks")
     handle, clusters = schedd

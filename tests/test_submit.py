@@ -70,7 +70,7 @@ def test_unreachable_local_schedd_is_one_line_exit_1(condor_config: Path, domain
     assert errors[0].startswith("condor_libvirt_submit: error: submission to the schedd failed: ")
     assert "Failed to connect" in errors[0] and "127.0.0.1" in errors[0]
     assert result.stdout == ""
-    # the spec file is staged before the schedd is contacted
+    # the spec file is written before the schedd is contacted
     assert (tmp_path / "job" / jobcontract.SPEC_FILE).is_file()
 
 

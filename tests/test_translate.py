@@ -71,7 +71,7 @@ def test_runner_transfers_spec_xml_and_disks(web: VMSpec) -> None:
         "/var/lib/libvirt/images/web01-system.qcow2", "/var/lib/libvirt/images/web01-data.img",
         "/var/lib/libvirt/images/web01-seed.iso")
     assert dict(description.commands)["transfer_input_files"] == ",".join(description.input_files)
-    spec_file, xml = description.staged
+    spec_file, xml = description.job_files
     assert VMSpec.from_json(spec_file.text) == web
     assert xml.copy_of == str(EXAMPLES / "webserver.xml")
 
@@ -136,7 +136,7 @@ def test_hypervisor_override_and_any(web: VMSpec) -> None:
 
 def test_spec_file_carries_the_chosen_hypervisor(web: VMSpec) -> None:
     for chosen, in_spec in (("qemu", "qemu"), ("any", None)):
-        staged = translate(web, TranslateOptions(output_dir=OUT, hypervisor=chosen)).staged[0]
+        staged = translate(web, TranslateOptions(output_dir=OUT, hypervisor=chosen)).job_files[0]
         assert VMSpec.from_json(staged.text) == replace(web, hypervisor=in_spec)
 
 
@@ -255,6 +255,6 @@ def test_every_emitted_vm_attribute_is_documented(web: VMSpec, kernel: VMSpec) -
             assert f"`{name}`" in doc, f"{name} is not in docs/attributes.md"
 
 
-def test_pre_staged_disks_are_not_checkpointed(web: VMSpec) -> None:
+def test_disks_left_on_the_execute_nodes_are_not_checkpointed(web: VMSpec) -> None:
     commands = runner(web, transfer_disks=False)
     assert commands["transfer_checkpoint_files"] == jobcontract.CHECKPOINT_DIR

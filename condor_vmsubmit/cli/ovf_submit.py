@@ -17,7 +17,7 @@ import click
 from .. import __version__
 from ..errors import InputError
 from ..formats.ovf import Appliance, choose_profile, open_appliance, spec_from_appliance
-from ..formats.ovf.staging import plan_disks, stage_disks
+from ..formats.ovf.extract import extract_disks, plan_disks
 from ..spec import VMSpec
 from ..translate import safe_file_stem
 from ..units import UnitError, parse_size
@@ -100,10 +100,10 @@ def main(appliance: Path, profile: str | None, list_profiles: bool, system: str 
     if spec.extras.get("eula") == "yes" and not accept_eula and not options.dry_run:
         raise InputError("the appliance has a EULA: read it with --show-eula, then submit with --accept-eula",
                          path=appliance)
-    submit_spec(stage(spec, options), options)  # the translator reports spec.warnings as notes
+    submit_spec(extract(spec, options), options)  # the translator reports spec.warnings as notes
 
 
-def stage(spec: VMSpec, options: SubmitOptions) -> VMSpec:
+def extract(spec: VMSpec, options: SubmitOptions) -> VMSpec:
     """The spec with disk sources the job can transfer: verified (and, from an OVA, extracted)
     into the output folder; on --dry-run only planned, on --no-transfer-disks left as named."""
     if options.no_transfer_disks or not any(disk.source for disk in spec.disks):
@@ -113,7 +113,7 @@ def stage(spec: VMSpec, options: SubmitOptions) -> VMSpec:
         click.echo(f"condor_ovf_submit: note: dry run: the disks are not verified; files to extract "
                    f"would go to {folder}", err=True)
         return plan_disks(spec, folder).apply(spec)
-    staged = stage_disks(spec, folder, progress=sys.stderr.isatty())
-    for warning in staged.warnings:
+    files = extract_disks(spec, folder, progress=sys.stderr.isatty())
+    for warning in files.warnings:
         click.echo(f"condor_ovf_submit: warning: {spec.source_path}: {warning}", err=True)
-    return staged.apply(spec)
+    return files.apply(spec)

@@ -100,7 +100,7 @@ _OPTIONS = (
     click.option("--strict", "-strict", is_flag=True,
                  help="Refuse instead of warn when the target cannot express the VM."),
     click.option("--no-transfer-disks", "-no-transfer-disks", is_flag=True,
-                 help="Leave disks in place: they are pre-staged on execute nodes."),
+                 help="Leave disks in place: they are already on the execute nodes at these paths."),
     click.option("--local", "-local", is_flag=True,
                  help="Run the VM on this machine through the runner, without a pool."),
     click.option("--cdrom", "-cdrom", "cdroms", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
@@ -158,7 +158,7 @@ def submit_spec(spec: VMSpec, options: SubmitOptions, extra_input_files: Iterabl
         return
     _check_inputs(description)
     _make_dir(output_dir)
-    write_staged(description)
+    write_job_files(description)
     from ..submit import submit
 
     result = submit(description.text(), count=options.queue, spool=options.spool,
@@ -213,9 +213,9 @@ def _build_isos(isos: dict[Path, Path], options: SubmitOptions, output_dir: Path
 def _dry_run(description: SubmitDescription, options: SubmitOptions, output_dir: Path) -> None:
     if options.output_dir is not None:
         _make_dir(output_dir)
-        write_staged(description)
-    elif description.staged:
-        names = ", ".join(Path(s.path).name for s in description.staged)
+        write_job_files(description)
+    elif description.job_files:
+        names = ", ".join(Path(f.path).name for f in description.job_files)
         click.echo(f"{_prog()}: note: {names} would be written to {output_dir} (dry run: nothing written)",
                    err=True)
     if options.as_json:
@@ -226,15 +226,15 @@ def _dry_run(description: SubmitDescription, options: SubmitOptions, output_dir:
         click.echo(description.text(), nl=False)
 
 
-def write_staged(description: SubmitDescription) -> None:
+def write_job_files(description: SubmitDescription) -> None:
     """Write the spec file and the copy of the user's XML where the description names them."""
-    for staged in description.staged:
-        path = Path(staged.path)
+    for job_file in description.job_files:
+        path = Path(job_file.path)
         try:
-            if staged.copy_of is not None:
-                shutil.copyfile(staged.copy_of, path)
+            if job_file.copy_of is not None:
+                shutil.copyfile(job_file.copy_of, path)
             else:
-                path.write_text(staged.text or "")
+                path.write_text(job_file.text or "")
         except OSError as error:
             raise InputError(f"cannot write: {error.strerror}", path=path) from None
 
@@ -249,20 +249,21 @@ def _make_dir(path: Path) -> None:
 
 def _check_inputs(description: SubmitDescription) -> None:
     """Every file the job transfers exists now (the shadow would fail much later)."""
-    staged = {s.path for s in description.staged}
+    written = {f.path for f in description.job_files}
     for path in description.input_files:
-        if path not in staged and not Path(path).is_file() and not Path(path).is_dir():
-            raise InputError("input file not found (use --no-transfer-disks for pre-staged disks)", path=path)
+        if path not in written and not Path(path).is_file() and not Path(path).is_dir():
+            raise InputError("input file not found (use --no-transfer-disks for disks already on the execute nodes)",
+                             path=path)
 
 
 def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> int:
-    """Stage the job's files in a temporary folder and run the runner here."""
+    """Copy the job's files into a temporary folder and run the runner here."""
     with tempfile.TemporaryDirectory(prefix="vmsubmit-local-") as folder:
         output_dir = options.output_dir.absolute() if options.output_dir else Path(folder)
         spec, isos = _with_media(spec, options, output_dir)
         _check_policy(spec, options)
         if spec.shared_folders:
-            raise InputError("--local does not take shared folders yet (--share or <filesystem>): it stages "
+            raise InputError("--local does not take shared folders yet (--share or <filesystem>): it copies "
                              "files, not folders; submit the job instead")
         _build_isos(isos, options, output_dir)
         description = translate(spec, _translate_options(replace(options, target="runner"), output_dir,
@@ -270,7 +271,7 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
         _print_notes(description, only_warnings=True)  # request_* notes mean nothing here
         _check_inputs(description)
         _make_dir(output_dir)
-        write_staged(description)
+        write_job_files(description)
         try:
             from ..runner.local import run_local
         except ImportError as error:  # the runner's libvirt-python is an optional extra

@@ -42,7 +42,7 @@ def job_ad_text(job_id: str) -> str:
     return f'ClusterId = 0\nProcId = 0\nGlobalJobId = "{job_id}"\nJobUniverse = 5\n'
 
 
-def stage(input_files: list[str], folder: Path) -> None:
+def copy_inputs(input_files: list[str], folder: Path) -> None:
     """Copy the job's input files into the sandbox (copies: the guest may write its disks)."""
     for path in input_files:
         target = folder / PurePosixPath(path).name
@@ -101,7 +101,7 @@ def run_local(spec: VMSpec, input_files: list[str], *, options: Options = LOCAL_
     terminal = Console(stderr=True)
     folder = Path(tempfile.mkdtemp(prefix="cvm-local-"))
     try:
-        stage(input_files, folder)
+        copy_inputs(input_files, folder)
         (folder / "job.ad").write_text(job_ad_text(f"local#{secrets.token_hex(4)}"))
         (folder / "machine.ad").write_text(machine_ad_text())
         if not (folder / jobcontract.SPEC_FILE).exists():

@@ -2,7 +2,7 @@
 
 The flow: :mod:`.ova` indexes an OVA's tar headers, :mod:`.envelope` reads the descriptor's
 sections, :mod:`.hardware` its VirtualHardwareSection, :mod:`.product` its ProductSection,
-:mod:`.appliance` puts them together into the spec, and :mod:`.staging` checks the
+:mod:`.appliance` puts them together into the spec, and :mod:`.extract` checks the
 :mod:`.manifest` and turns the disks the spec names into files for the job.
 """
 

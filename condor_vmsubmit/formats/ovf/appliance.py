@@ -3,7 +3,7 @@
 One VirtualSystem (``--system`` in a VirtualSystemCollection) in one DeploymentOption
 profile (the default unless ``--profile``) becomes the spec.  Disk sources are the
 ``References`` hrefs (relative to the descriptor; OVA member names relative to the
-descriptor's folder); :mod:`.staging` turns them into files for the job.
+descriptor's folder); :mod:`.extract` turns them into files for the job.
 OVF-only facts go to ``spec.extras``: ``ovf_version``, ``ovf_system``, ``ovf_profile``,
 ``product``, ``vendor``, ``product_version``, ``eula`` (yes/no), ``os_type`` and
 ``ovf_properties`` (JSON of the property values; password properties are left out).

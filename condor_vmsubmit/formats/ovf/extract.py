@@ -1,8 +1,8 @@
-"""Make an appliance's disk files available to the job, verified against its manifest.
+"""Extract an appliance's disk files for the job, verified against its manifest.
 
 For a ``.ovf`` the files next to the descriptor are used in place (gzip-compressed ones
-are decompressed into the staging folder); for a ``.ova`` only the members the disks
-name are streamed, once each, out of the tar into the staging folder.  Every byte is
+are decompressed into the output folder); for a ``.ova`` only the members the disks
+name are streamed, once each, out of the tar into the output folder.  Every byte is
 hashed as it streams past when the manifest lists the file: a mismatch is an error
 naming the file, a file the manifest omits a warning.  References that escape the
 package (``../``, absolute paths, symlinks pointing outside) are refused.
@@ -27,7 +27,7 @@ from .manifest import CHUNK, Digest, check, hash_stream, parse_manifest
 
 
 @dataclass(frozen=True)
-class StagedFiles:
+class DiskFiles:
     """Local paths of the disk files, by the href the spec names them with."""
 
     paths: dict[str, Path]
@@ -42,7 +42,7 @@ class StagedFiles:
         return replace(spec, disks=disks)
 
 
-def stage_disks(spec: VMSpec, staging_dir: str | Path, *, progress: bool = False) -> StagedFiles:
+def extract_disks(spec: VMSpec, out_dir: str | Path, *, progress: bool = False) -> DiskFiles:
     """Verify and make available every file the disks of ``spec`` (read from an appliance) name."""
     if spec.source_path is None:
         raise InputError("the spec does not say which appliance it was read from")
@@ -53,16 +53,16 @@ def stage_disks(spec: VMSpec, staging_dir: str | Path, *, progress: bool = False
     for href in hrefs:
         _supported(files.get(href), href, package)
     warnings: list[str] = []
-    staging = Path(staging_dir)
+    out_folder = Path(out_dir)
     if appliance.ova is not None:
-        paths = _stage_from_ova(appliance.ova, hrefs, files, staging, warnings, progress)
+        paths = _extract_from_ova(appliance.ova, hrefs, files, out_folder, warnings, progress)
     else:
-        paths = _stage_from_folder(Path(package), hrefs, files, staging, warnings, progress)
-    return StagedFiles(paths, tuple(warnings))
+        paths = _extract_from_folder(Path(package), hrefs, files, out_folder, warnings, progress)
+    return DiskFiles(paths, tuple(warnings))
 
 
-def plan_disks(spec: VMSpec, staging_dir: str | Path) -> StagedFiles:
-    """Where :func:`stage_disks` would put each file, checking names but reading no file data."""
+def plan_disks(spec: VMSpec, out_dir: str | Path) -> DiskFiles:
+    """Where :func:`extract_disks` would put each file, checking names but reading no file data."""
     if spec.source_path is None:
         raise InputError("the spec does not say which appliance it was read from")
     appliance = open_appliance(spec.source_path, system=spec.extras.get("ovf_system") or None)
@@ -75,13 +75,13 @@ def plan_disks(spec: VMSpec, staging_dir: str | Path) -> StagedFiles:
             if name not in appliance.ova.members:
                 raise InputError(f"the OVA has no member '{name}' for file reference '{href}'",
                                  path=spec.source_path)
-            paths[href] = Path(staging_dir) / _staged_name(name, ref)
+            paths[href] = Path(out_dir) / _extracted_name(name, ref)
         elif _is_gzip(ref):
             _local_file(Path(spec.source_path), href)
-            paths[href] = Path(staging_dir) / _staged_name(member_path("", href, spec.source_path), ref)
+            paths[href] = Path(out_dir) / _extracted_name(member_path("", href, spec.source_path), ref)
         else:
             paths[href] = _local_file(Path(spec.source_path), href)
-    return StagedFiles(paths, ())
+    return DiskFiles(paths, ())
 
 
 def _supported(ref: FileRef | None, href: str, package: str | Path) -> FileRef | None:
@@ -99,8 +99,8 @@ def _is_gzip(ref: FileRef | None) -> bool:
     return ref is not None and ref.compression == "gzip"
 
 
-def _staged_name(name: str, ref: FileRef | None) -> str:
-    """The file name in the staging folder: the member name, without ``.gz`` once gunzipped."""
+def _extracted_name(name: str, ref: FileRef | None) -> str:
+    """The file name in the output folder: the member name, without ``.gz`` once gunzipped."""
     return name[:-3] if _is_gzip(ref) and name.endswith(".gz") else name
 
 
@@ -116,8 +116,8 @@ def _local_file(descriptor: Path, href: str) -> Path:
     return local
 
 
-def _stage_from_ova(index: ova.OvaIndex, hrefs: list[str], files: dict[str, FileRef], staging: Path,
-                    warnings: list[str], progress: bool) -> dict[str, Path]:
+def _extract_from_ova(index: ova.OvaIndex, hrefs: list[str], files: dict[str, FileRef], out_folder: Path,
+                      warnings: list[str], progress: bool) -> dict[str, Path]:
     manifest_name = f"{index.path}!{index.manifest.name}" if index.manifest else index.path
     digests = _ova_manifest(index)
     if digests is not None:
@@ -132,7 +132,7 @@ def _stage_from_ova(index: ova.OvaIndex, hrefs: list[str], files: dict[str, File
                 raise InputError(f"the OVA has no member '{name}' for file reference '{href}'", path=index.path)
             expected = _expected(digests, href, warnings)
             with ova.open_member(index, member, handle) as stream:
-                paths[href] = _copy(stream, member.size, staging, name, files.get(href), expected,
+                paths[href] = _copy(stream, member.size, out_folder, name, files.get(href), expected,
                                     manifest_name, href, progress)
     if digests is None:
         warnings.append("the OVA has no manifest; its files are not verified")
@@ -146,8 +146,8 @@ def _ova_manifest(index: ova.OvaIndex) -> dict[str, Digest] | None:
     return parse_manifest(text, f"{index.path}!{index.manifest.name}")
 
 
-def _stage_from_folder(descriptor: Path, hrefs: list[str], files: dict[str, FileRef], staging: Path,
-                       warnings: list[str], progress: bool) -> dict[str, Path]:
+def _extract_from_folder(descriptor: Path, hrefs: list[str], files: dict[str, FileRef], out_folder: Path,
+                         warnings: list[str], progress: bool) -> dict[str, Path]:
     manifest = next((p for p in (descriptor.with_suffix(".mf"), descriptor.with_suffix(".MF")) if p.exists()), None)
     digests = parse_manifest(manifest.read_text(errors="replace"), manifest) if manifest else None
     if digests is not None:
@@ -161,7 +161,7 @@ def _stage_from_folder(descriptor: Path, hrefs: list[str], files: dict[str, File
         ref = files.get(href)
         if _is_gzip(ref):
             with open(local, "rb") as stream:
-                paths[href] = _copy(stream, local.stat().st_size, staging, member_path("", href, descriptor),
+                paths[href] = _copy(stream, local.stat().st_size, out_folder, member_path("", href, descriptor),
                                     ref, expected, manifest or descriptor, href, progress)
             continue
         if expected is not None:
@@ -189,12 +189,12 @@ def _verify_bytes(name: str, data: bytes, digests: dict[str, Digest], manifest: 
     check(name, expected, actual, manifest, warnings)
 
 
-def _copy(stream: BinaryIO, size: int, staging: Path, name: str, ref: FileRef | None,
+def _copy(stream: BinaryIO, size: int, out_folder: Path, name: str, ref: FileRef | None,
           expected: Digest | None, manifest: str | Path, href: str, progress: bool) -> Path:
-    """Stream ``stream`` into the staging folder (gunzipped when the reference says gzip),
+    """Stream ``stream`` into the output folder (gunzipped when the reference says gzip),
     hashing the stored bytes; returns the local file."""
     compressed = _is_gzip(ref)
-    target = staging / _staged_name(name, ref)
+    target = out_folder / _extracted_name(name, ref)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.unlink(missing_ok=True)  # replace, never write through, whatever is there (a symlink, a stale copy)
     algorithm = expected.algorithm if expected else "sha1"
