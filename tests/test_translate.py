@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,11 +56,19 @@ def test_runner_job_shape(web: VMSpec) -> None:
     assert description.text().endswith("\nqueue\n")
 
 
-def test_request_memory_adds_the_documented_overhead() -> None:
-    guest = 4 * 1024**3
-    overhead = jobcontract.QEMU_OVERHEAD_BYTES + guest * jobcontract.QEMU_OVERHEAD_FRACTION
-    assert request_memory_mib(guest) == math.ceil((guest + overhead) / 1024**2)
-    assert request_memory_mib(guest) > 4096
+@pytest.mark.parametrize("guest_mib, request_mib", [
+    (256, 538),    # 256 + 256 + 25.6, rounded up (examples/libvirt/kernel-boot.xml)
+    (512, 820),    # examples/libvirt/minimal.xml
+    (4096, 4762),  # examples/libvirt/webserver.xml, as docs/libvirt-frontend.md shows it
+    (1, 258),      # 1 + 256 + 0.1, rounded up
+])
+def test_request_memory_adds_the_documented_overhead(web: VMSpec, guest_mib: int, request_mib: int) -> None:
+    """The docs' figure: guest memory plus 256 MiB plus 10 %, in whole MiB rounded up."""
+    assert request_memory_mib(guest_mib * 2**20) == request_mib
+    description = translate(replace(web, memory_bytes=guest_mib * 2**20), TranslateOptions(output_dir=OUT))
+    assert dict(description.commands)["request_memory"] == str(request_mib)
+    assert any(f"request_memory is {request_mib} MiB: guest memory plus QEMU overhead (256 MiB + 10%)"
+               in note.one_line() for note in description.notes)
 
 
 def test_runner_transfers_spec_xml_and_disks(web: VMSpec) -> None:
@@ -195,7 +202,10 @@ def test_vm_universe_qemu_and_shared_folders_are_warned(kernel: VMSpec) -> None:
 
 
 def test_strict_runner_accepts_a_plain_vm(web: VMSpec) -> None:
-    translate(web, TranslateOptions(output_dir=OUT, strict=True))
+    """The runner target loses nothing of the example: --strict changes nothing."""
+    relaxed = translate(web, TranslateOptions(output_dir=OUT))
+    assert [note for note in relaxed.notes if note.level == "warning"] == []
+    assert translate(web, TranslateOptions(output_dir=OUT, strict=True)) == relaxed
 
 
 def test_append_replaces_or_adds(web: VMSpec) -> None:
