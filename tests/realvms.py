@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+# On q35, libvirt picks OVMF with Microsoft's keys enrolled; the test disk's kernel image is unsigned.
+UEFI = "uefi,firmware.feature0.name=secure-boot,firmware.feature0.enabled=no"
+
 # name -> virt-install options besides --name, --memory and the boot disk's path.  Together they
 # cover --osinfo (Linux and Windows), --machine pc/q35, --boot uefi, --graphics spice/vnc/none,
 # --video, --sound, --network user/default, --cpu host-passthrough/host-model, --vcpus N,maxvcpus=M
@@ -31,33 +34,33 @@ COMBINATIONS: dict[str, tuple[list[str], str]] = {
     "debian11-pc-vnc-hostmodel": (["--osinfo", "debian11", "--machine", "pc", "--graphics", "vnc", "--video", "vga",
                                    "--cpu", "host-model", "--vcpus", "1,maxvcpus=4", "--network", "user"],
                                   "bus=sata,cache=writeback"),
-    "fedora37-uefi-nographics-scsi": (["--osinfo", "fedora37", "--boot", "uefi", "--graphics", "none",
+    "fedora37-uefi-nographics-scsi": (["--osinfo", "fedora37", "--boot", UEFI, "--graphics", "none",
                                        "--vcpus", "2,maxvcpus=8", "--network", "user"],
                                       "bus=scsi,cache=writethrough,discard=unmap"),
     "ubuntu22.04-pc-qxl-ich6-ide": (["--osinfo", "ubuntu22.04", "--machine", "pc", "--video", "qxl",
                                      "--sound", "ich6"], "bus=ide,cache=none,io=threads"),
-    "win10-uefi-vnc-sata": (["--osinfo", "win10", "--boot", "uefi", "--graphics", "vnc", "--sound", "ich9",
+    "win10-uefi-vnc-sata": (["--osinfo", "win10", "--boot", UEFI, "--graphics", "vnc", "--sound", "ich9",
                              "--cpu", "host-model", "--network", "user"], "bus=sata,cache=none,io=native"),
-    "win11-uefi-spice-sata": (["--osinfo", "win11", "--boot", "uefi", "--network", "user"], "bus=sata"),
+    "win11-uefi-spice-sata": (["--osinfo", "win11", "--boot", UEFI, "--network", "user"], "bus=sata"),
     "win2k19-pc-vnc-ide": (["--osinfo", "win2k19", "--machine", "pc", "--graphics", "vnc", "--video", "vga",
                             "--vcpus", "2"], "bus=ide,cache=writeback"),
     "win7-pc-ac97-ide": (["--osinfo", "win7", "--machine", "pc", "--sound", "ac97", "--network", "user"],
                          "bus=ide"),
-    "centos-stream9-uefi-virtio": (["--osinfo", "centos-stream9", "--boot", "uefi", "--cpu", "host-passthrough",
+    "centos-stream9-uefi-virtio": (["--osinfo", "centos-stream9", "--boot", UEFI, "--cpu", "host-passthrough",
                                     "--network", "user"], "bus=virtio,cache=none,io=native,discard=unmap"),
     "alpine3.17-pc-nographics": (["--osinfo", "alpinelinux3.17", "--machine", "pc", "--graphics", "none",
                                   "--vcpus", "1", "--network", "user"], "bus=virtio"),
     "opensuse15.4-q35-scsi-threads": (["--osinfo", "opensuse15.4", "--video", "virtio", "--network", "user"],
                                       "bus=scsi,io=threads,discard=ignore"),
-    "linux2022-uefi-sata-bochs": (["--osinfo", "linux2022", "--boot", "uefi", "--video", "bochs",
+    "linux2022-uefi-sata-bochs": (["--osinfo", "linux2022", "--boot", UEFI, "--video", "bochs",
                                    "--sound", "none", "--network", "user"], "bus=sata,cache=unsafe"),
     "archlinux-pc-uefi-ide": (["--osinfo", "archlinux", "--machine", "pc", "--boot", "uefi", "--graphics", "vnc",
                                "--network", "user"], "bus=ide"),
-    "win2k22-uefi-scsi": (["--osinfo", "win2k22", "--boot", "uefi", "--graphics", "spice", "--video", "qxl",
+    "win2k22-uefi-scsi": (["--osinfo", "win2k22", "--boot", UEFI, "--graphics", "spice", "--video", "qxl",
                            "--network", "user"], "bus=scsi,cache=none"),
     "debian11-overcommit": (["--osinfo", "debian11", "--vcpus", "4,maxvcpus=16", "--graphics", "vnc",
                              "--sound", "ich9", "--network", "user"], "bus=virtio,discard=unmap"),
-    "ubuntu20.04-uefi-default-net": (["--osinfo", "ubuntu20.04", "--boot", "uefi", "--graphics", "none",
+    "ubuntu20.04-uefi-default-net": (["--osinfo", "ubuntu20.04", "--boot", UEFI, "--graphics", "none",
                                       "--cpu", "host-model", "--network", "network=default"], "bus=virtio,cache=none"),
     "rhel9.0-pc-spice-default-net": (["--osinfo", "rhel9.0", "--machine", "pc", "--sound", "ich6",
                                       "--network", "network=default"], "bus=sata,io=threads"),

@@ -130,3 +130,18 @@ def test_an_empty_disk_is_held_with_nothing_to_boot(corpus, tmp_path, firmware):
 def corpus_disk(corpus: dict[tuple[str, str], Path]) -> str:
     text = next(iter(corpus.values())).read_text()
     return text.split("<source file=\"", 1)[1].split("\"", 1)[0]
+
+
+def test_a_uefi_disk_on_lsilogic_boots_from_virtio_scsi(boot_disk, tmp_path):
+    """A VMware disk (adapter lsilogic) booted with UEFI: OVMF has no LSI driver, so the runner
+    gives the disk a virtio-scsi controller and says so."""
+    vmdk = tmp_path / "appliance.vmdk"
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", "-o", "adapter_type=lsilogic,subformat=streamOptimized",
+                    str(boot_disk), str(vmdk)], check=True)
+    process = subprocess.run([sys.executable, "-c", "from condor_vmsubmit.cli.vmdk_submit import main; main()",
+                              str(vmdk), "--firmware", "efi", "--memory", "256MiB", "--local"],
+                             capture_output=True, text=True, timeout=300)
+    output = process.stdout + process.stderr
+    assert process.returncode == 0, output
+    assert "<controller type='scsi' model='default (lsilogic)'>: UEFI firmware cannot boot from it" in output
+    assert GUEST_UP in output

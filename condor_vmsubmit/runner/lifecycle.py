@@ -98,7 +98,8 @@ def nothing_to_boot(console: str) -> str | None:
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console)
     for marker, who in NOTHING_TO_BOOT:
         if marker in plain:
-            return f"the guest found nothing to boot ({who}: '{marker}')"
+            refused = "; Secure Boot refused to start an unsigned boot loader" if "Security Violation" in plain else ""
+            return f"the guest found nothing to boot ({who}: '{marker}'{refused})"
     return None
 
 
