@@ -19,8 +19,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # On q35, libvirt picks OVMF with Microsoft's keys enrolled; the test disk's kernel image is unsigned.
 UEFI = "uefi,firmware.feature0.name=secure-boot,firmware.feature0.enabled=no"

@@ -68,3 +68,12 @@ def test_with_kvm_the_cpu_and_a_user_socket_in_the_sandbox_stay(tmp_path: Path) 
     assert root.find("cpu").get("mode") == "host-passthrough"
     assert root.find("devices/channel/source").get("path") == f"{tmp_path}/org.qemu.guest_agent.0"
     assert not [note for note in notes if note.startswith(("<cpu", "<channel"))]
+
+
+def test_a_running_domains_resolved_firmware_keeps_its_loader(tmp_path: Path) -> None:
+    xml = RUNNING.replace("<os firmware='efi'>", "<os><firmware><feature enabled='no' name='secure-boot'/></firmware>"
+                          "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>")
+    root, notes = replay_domain(etree.fromstring(xml), Sandbox(tmp_path), domain_type="qemu", job_id="t#1.0#1")
+    assert root.find("os/firmware") is None
+    assert root.findtext("os/loader") == "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    assert "<os><firmware>: dropped; it chose the <loader> the domain names" in notes

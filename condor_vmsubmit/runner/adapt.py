@@ -11,7 +11,7 @@ What really reaches the host (host devices, static labels, host paths, bridges) 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from lxml import etree
 
@@ -73,6 +73,7 @@ def adapt_for_batch(root: etree._Element, *, domain_type: str, inside: Inside) -
     for graphics in devices.findall("graphics"):
         notes += _graphics_port(graphics)
     notes += _nvram(root.find("os"), inside)
+    notes += _resolved_firmware(root.find("os"))
     notes += _cpu(root.find("cpu"), domain_type)
     notes += [f"{label}: dropped" + (f" ({count})" if count > 1 else "") for label, count in dropped.items()]
     return notes
@@ -122,6 +123,18 @@ def _nvram(os_element: etree._Element | None, inside: Inside) -> list[str]:
     if not nvram.attrib:
         os_element.remove(nvram)
     return [f"<nvram>: {path} is the old host's; a fresh one is made from the firmware's template"]
+
+
+def _resolved_firmware(os_element: etree._Element | None) -> list[str]:
+    """A running domain's XML names the loader its firmware features chose, and keeps the features:
+    libvirt refuses that pair back ("feature-based firmware autoselection ... disabled")."""
+    if os_element is None or os_element.get("firmware") or os_element.find("loader") is None:
+        return []
+    firmware = os_element.find("firmware")
+    if firmware is None:
+        return []
+    os_element.remove(firmware)
+    return ["<os><firmware>: dropped; it chose the <loader> the domain names"]
 
 
 def _cpu(cpu: etree._Element | None, domain_type: str) -> list[str]:
