@@ -130,7 +130,8 @@ def system_libvirtd() -> Iterator[str]:
     mounts = "; ".join([f"mount -t tmpfs tmpfs {path}" for path in _SYSTEM_FOLDERS[:-1]]
                        + [f"mount --bind {config} /etc/libvirt"]
                        + [f"mount --bind {folder / name} /etc/{name}" for name in ("passwd", "group")])
-    script = f"set -e; mkdir -p {' '.join(_SYSTEM_FOLDERS)}; {mounts}; exec /usr/sbin/libvirtd 2>{folder / 'libvirtd.log'}"
+    log = folder / "libvirtd.log"
+    script = f"set -e; mkdir -p {' '.join(_SYSTEM_FOLDERS)}; {mounts}; exec /usr/sbin/libvirtd 2>{log}"
     daemon = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                               start_new_session=True)
     socket = folder / "libvirt-sock"

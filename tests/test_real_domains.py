@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from guest import guest_builder
 from realvms import (
     COMBINATIONS,
     GUEST_UP,
@@ -24,6 +23,8 @@ from realvms import (
 
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.runner.guard import GuardianProcess
+
+from guest import guest_builder
 
 pytestmark = pytest.mark.guest
 

@@ -26,11 +26,11 @@ from ..classads import script_managed
 from ..errors import VMSubmitError
 from ..policy import Policy, apply_policy
 from ..staged import image_dir_from_config
+from .adapt import efi_bootable_scsi
 from .chirp import Reporter
 from .guard import GuardianProcess, node_cache
 from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
-from .adapt import efi_bootable_scsi
 from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
 from .session import Session
@@ -90,7 +90,7 @@ def guest_exit_status(console: str) -> int | None:
 def nothing_to_boot(console: str) -> str | None:
     """Why the guest cannot run, when the firmware said on the console it found nothing to boot.
 
-    >>> nothing_to_boot("Booting from Hard Disk...\\r\\nBoot failed: not a bootable disk\\r\\n\\r\\nNo bootable device.")
+    >>> nothing_to_boot("Booting from Hard Disk...\\r\\nBoot failed: not a bootable disk\\r\\nNo bootable device.")
     "the guest found nothing to boot (SeaBIOS: 'No bootable device.')"
     >>> nothing_to_boot("\\x1b[1m\\x1b[33mShell> \\x1b[0m"), nothing_to_boot("Linux version 6.1")
     ("the guest found nothing to boot (UEFI firmware, at the UEFI shell: 'Shell> ')", None)

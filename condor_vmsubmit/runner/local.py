@@ -45,7 +45,8 @@ def overcommit_warning(spec: VMSpec, cores: int) -> str | None:
     """The warning for a guest with more (hot-pluggable) vCPUs than this host has cores.
 
     >>> overcommit_warning(VMSpec(source_format="libvirt", name="big", vcpus=16, vcpus_current=4, memory_bytes=1), 2)
-    'warning: big may use up to 16 vCPUs (4 at start), more than the 2 cores of this host: QEMU overcommits them, the guest runs slower'
+    'warning: big may use up to 16 vCPUs (4 at start), more than the 2 cores of this host: QEMU overcommits
+    them, the guest runs slower'
     >>> overcommit_warning(VMSpec(source_format="libvirt", name="small", vcpus=2, memory_bytes=1), 2) is None
     True
     """

@@ -195,7 +195,8 @@ def build_boot_disk(guest: Guest, out: str | os.PathLike[str], size_mib: int = 4
         subprocess.run(["mmd", "-i", str(image), "::/EFI", "::/EFI/BOOT"], check=True, capture_output=True, env=mtools)
         for source, target in ((guest.kernel, "::/vmlinuz"), (guest.initrd, "::/initrd.img"),
                                (folder / "syslinux.cfg", "::/syslinux.cfg"), (uki, "::/EFI/BOOT/BOOTX64.EFI")):
-            subprocess.run(["mcopy", "-i", str(image), str(source), target], check=True, capture_output=True, env=mtools)
+            subprocess.run(["mcopy", "-i", str(image), str(source), target], check=True, capture_output=True,
+                           env=mtools)
         subprocess.run(["syslinux", "--install", str(image)], check=True, capture_output=True)
     return image
 
