@@ -61,7 +61,7 @@ def adapt_for_batch(root: etree._Element, *, domain_type: str, inside: Inside) -
     resource = root.find("resource")
     if resource is not None and all(child.tag == "partition" for child in resource):
         drop(resource, "<resource> (the old host's cgroup partition)")
-    for alias in devices.iter("alias"):
+    for alias in list(devices.iter("alias")):
         if not (alias.get("name") or "").startswith("ua-"):
             drop(alias, "<alias> (the old host's device names)")
     for chardev in (c for tag in _CHARDEVS for c in devices.iter(tag)):
