@@ -27,7 +27,8 @@ EXIT_REFUSED = 110              # safety rules or admin policy refused the VM (j
 EXIT_MISMATCH = 111             # post-match verification failed: this slot cannot run it (job held)
 EXIT_START_FAILED = 112         # the hypervisor failed to start the guest (job held)
 EXIT_GUEST_CRASHED = 113        # the guest crashed or was destroyed (job held)
-HOLD_EXIT_CODES = (EXIT_REFUSED, EXIT_MISMATCH, EXIT_START_FAILED, EXIT_GUEST_CRASHED)
+EXIT_NOTHING_TO_BOOT = 114      # the firmware found nothing to boot (job held)
+HOLD_EXIT_CODES = (EXIT_REFUSED, EXIT_MISMATCH, EXIT_START_FAILED, EXIT_GUEST_CRASHED, EXIT_NOTHING_TO_BOOT)
 
 # Job attribute the runner sets through chirp before a hold exit; on_exit_hold_reason reads it.
 HOLD_REASON_ATTR = "VMHoldReason"

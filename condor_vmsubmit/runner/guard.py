@@ -52,9 +52,9 @@ NAMESPACE_UID = 1000
 QEMU_DRIVER = "libvirt_driver_qemu.so"
 ALL_DRIVERS_FLAG = "--all-drivers"
 SOCKET_WAIT_SECONDS = 30.0
-# struct sockaddr_un.sun_path holds 108 bytes; libvirt puts QEMU's monitor socket deepest.
+# struct sockaddr_un.sun_path holds 108 bytes; libvirt puts a guest agent channel's socket deepest.
 MAX_SOCKET_PATH = 107
-_DEEPEST_SOCKET = "config/libvirt/qemu/lib/domain-999-cvm-0123456789/monitor.sock"
+_DEEPEST_SOCKET = "config/libvirt/qemu/channel/target/domain-999-cvm-0123456789/org.qemu.guest_agent.0"
 
 
 class SessionError(VMSubmitError):

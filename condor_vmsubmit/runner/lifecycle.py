@@ -26,6 +26,7 @@ from ..classads import script_managed
 from ..errors import VMSubmitError
 from ..policy import Policy, apply_policy
 from ..staged import image_dir_from_config
+from .adapt import efi_bootable_scsi
 from .chirp import Reporter
 from .guard import GuardianProcess, node_cache
 from .job import Job
@@ -42,6 +43,12 @@ USAGE_POLL_SECONDS = 0.2  # how often the watch loop looks whether a usage repor
 SAVE_POLL_SECONDS = 0.005  # how often a checkpoint looks whether the save image is complete
 SAVE_IMAGE_COMPLETE = b"LibvirtQemudSave"  # libvirt's QEMU_SAVE_MAGIC (QEMU_SAVE_PARTIAL until then)
 _EXIT_STATUS = re.compile(re.escape(jobcontract.GUEST_EXIT_MARKER) + r"(\d+)")
+# What the firmware prints on the serial console when it finds nothing to boot (SeaBIOS with
+# <bios useserial='yes'/>; OVMF's boot manager, and the UEFI shell it falls back to).
+NOTHING_TO_BOOT = (("No bootable device.", "SeaBIOS"),
+                   ("No bootable option or device was found", "UEFI firmware"),
+                   ("Shell> ", "UEFI firmware, at the UEFI shell"))
+BOOT_WATCH_BYTES = 1 << 20  # the firmware speaks first: later console output is the guest's
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,41 @@ def guest_exit_status(console: str) -> int | None:
     """
     found = _EXIT_STATUS.findall(console)
     return min(int(found[-1]), jobcontract.GUEST_STATUS_MAX) if found else None
+
+
+def nothing_to_boot(console: str) -> str | None:
+    """Why the guest cannot run, when the firmware said on the console it found nothing to boot.
+
+    >>> nothing_to_boot("Booting from Hard Disk...\\r\\nBoot failed: not a bootable disk\\r\\nNo bootable device.")
+    "the guest found nothing to boot (SeaBIOS: 'No bootable device.')"
+    >>> nothing_to_boot("\\x1b[1m\\x1b[33mShell> \\x1b[0m"), nothing_to_boot("Linux version 6.1")
+    ("the guest found nothing to boot (UEFI firmware, at the UEFI shell: 'Shell> ')", None)
+    """
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console)
+    for marker, who in NOTHING_TO_BOOT:
+        if marker in plain:
+            refused = "; Secure Boot refused to start an unsigned boot loader" if "Security Violation" in plain else ""
+            return f"the guest found nothing to boot ({who}: '{marker}'{refused})"
+    return None
+
+
+class BootWatch:
+    """Reads the console's first bytes as they come, for the firmware's word that nothing boots."""
+
+    def __init__(self, console_log: Path):
+        self.path = console_log
+        self.seen = ""
+
+    def reason(self) -> str | None:
+        if len(self.seen) >= BOOT_WATCH_BYTES:
+            return None
+        try:
+            with self.path.open("rb") as log:
+                log.seek(len(self.seen))
+                self.seen += log.read(BOOT_WATCH_BYTES - len(self.seen)).decode("latin-1")
+        except OSError:
+            return None
+        return nothing_to_boot(self.seen[-4096:])
 
 
 # --- before anything starts
@@ -133,6 +175,8 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
             reporter.say(note)
     else:
         root = render_spec(job.spec, job.sandbox, domain_type=domain_type, job_id=job.job_id)
+        for note in efi_bootable_scsi(root):
+            reporter.say(note)
     attach_backing(root, chains, job.sandbox)
     add_filesystems(root, _shares(job))
     policy = options.policy if options.policy is not None else Policy.from_config()
@@ -226,7 +270,14 @@ def watch(session: Session, domain: libvirt.virDomain, signals: Signals, job: Jo
           usage: UsageReporter) -> Outcome:
     """Wait for the guest to end, a signal, or the next usage report."""
     uuid = domain.UUIDString()
+    boot = BootWatch(job.sandbox.console_log)
     while True:
+        if (why := boot.reason()) is not None:
+            try:
+                domain.destroy()
+            except libvirt.libvirtError:
+                pass  # it ended by itself meanwhile
+            return Outcome(jobcontract.EXIT_NOTHING_TO_BOOT, why)
         if signals.checkpoint:
             return checkpoint(domain, job)
         if signals.interrupt:

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from ..errors import InputError
 from ..spec import VMSpec
 from .chirp import Reporter
 from .job import load_job
-from .lifecycle import Options, run
+from .lifecycle import Options, kvm_usable, run
 from .sandbox import Sandbox, ad_files
 
 STREAM_POLL_SECONDS = 0.1
@@ -32,10 +33,28 @@ STREAM_POLL_SECONDS = 0.1
 LOCAL_OPTIONS = Options(usage_interval=3600.0)
 
 
-def machine_ad_text() -> str:
-    """A machine ad for this machine: all its memory and cpus make one slot."""
+def machine_ad_text(vcpus: int = 1) -> str:
+    """A machine ad for this machine: all its memory and cpus make one slot, with as many cpus
+    as the guest's ``vcpus`` (QEMU overcommits: a VM tried locally runs, only slower)."""
     memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return f"Memory = {memory_mib}\nCpus = {os.cpu_count() or 1}\nMachine = \"{os.uname().nodename}\"\n"
+    cpus = max(os.cpu_count() or 1, vcpus)
+    return f"Memory = {memory_mib}\nCpus = {cpus}\nMachine = \"{os.uname().nodename}\"\n"
+
+
+def overcommit_warning(spec: VMSpec, cores: int) -> str | None:
+    """The warning for a guest with more (hot-pluggable) vCPUs than this host has cores.
+
+    >>> overcommit_warning(VMSpec(source_format="libvirt", name="big", vcpus=16, vcpus_current=4, memory_bytes=1), 2)
+    'warning: big may use up to 16 vCPUs (4 at start), more than the 2 cores of this host: QEMU overcommits
+    them, the guest runs slower'
+    >>> overcommit_warning(VMSpec(source_format="libvirt", name="small", vcpus=2, memory_bytes=1), 2) is None
+    True
+    """
+    if spec.vcpus <= cores:
+        return None
+    start = f" ({spec.vcpus_current} at start)" if spec.vcpus_current else ""
+    return (f"warning: {spec.name} may use up to {spec.vcpus} vCPUs{start}, more than the {cores} cores of this "
+            "host: QEMU overcommits them, the guest runs slower")
 
 
 def job_ad_text(job_id: str) -> str:
@@ -103,9 +122,16 @@ def run_local(spec: VMSpec, input_files: list[str], *, options: Options = LOCAL_
     try:
         copy_inputs(input_files, folder)
         (folder / "job.ad").write_text(job_ad_text(f"local#{secrets.token_hex(4)}"))
-        (folder / "machine.ad").write_text(machine_ad_text())
-        if not (folder / jobcontract.SPEC_FILE).exists():
-            (folder / jobcontract.SPEC_FILE).write_text(spec.to_json())
+        (folder / "machine.ad").write_text(machine_ad_text(spec.vcpus))
+        if (warning := overcommit_warning(spec, os.cpu_count() or 1)) is not None:
+            terminal.print(warning, markup=False, highlight=False)
+        staged = folder / jobcontract.SPEC_FILE
+        spec = VMSpec.from_json(staged.read_text()) if staged.exists() else spec
+        if spec.hypervisor == "kvm" and not kvm_usable(None):
+            terminal.print(f"warning: {spec.name} asks for KVM, which does not work on this host: running it "
+                           "under QEMU's emulation (TCG), much slower", markup=False, highlight=False)
+            spec = replace(spec, hypervisor=None)
+        staged.write_text(spec.to_json())
         environ = {"_CONDOR_JOB_AD": str(folder / "job.ad"), "_CONDOR_MACHINE_AD": str(folder / "machine.ad"),
                    "_CONDOR_SCRATCH_DIR": str(folder)}
         job = load_job(ad_files(environ), Sandbox(folder.resolve()))

@@ -18,6 +18,7 @@ from pathlib import Path
 from lxml import etree
 
 from ..spec import Disk, Nic, VMSpec
+from .adapt import adapt_for_batch, bios_on_serial, efi_bootable_scsi
 from .sandbox import Sandbox
 
 # Prefix of a guest target device name by bus.
@@ -99,6 +100,7 @@ def render_spec(spec: VMSpec, sandbox: Sandbox, *, domain_type: str, job_id: str
             _sub(os_element, "initrd", str(sandbox.file(spec.kernel_boot.initrd)))
         if spec.kernel_boot.cmdline:
             _sub(os_element, "cmdline", spec.kernel_boot.cmdline)
+    bios_on_serial(os_element)
     features = _sub(root, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
@@ -159,7 +161,9 @@ def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, j
     libvirt networks and bridges become user-mode networking (a per-job session has
     no host networks); serial ports and consoles become the console file.  The cdroms
     and floppies ``spec`` adds (``--cdrom``, ``--floppy``, ``--cdrom-from``), whose targets
-    the XML lacks, are appended.  Everything else is kept for the safety check to judge.
+    the XML lacks, are appended.  What has no meaning in a batch job or is the old host's
+    runtime state is dropped or rewritten (:mod:`.adapt`); SCSI controllers UEFI cannot boot
+    from become virtio-scsi.  Everything else is kept for the safety check to judge.
     """
     root = copy.deepcopy(user)
     notes: list[str] = []
@@ -202,11 +206,21 @@ def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, j
             interface.set("type", "user")
             for source in interface.findall("source"):
                 interface.remove(source)
+    notes += adapt_for_batch(root, domain_type=domain_type, inside=lambda path: _in_sandbox(path, sandbox))
+    notes += efi_bootable_scsi(root)
+    if os_element is not None:
+        bios_on_serial(os_element)
     _fill_macs(devices, job_id)
     for chardev in devices.findall("serial") + devices.findall("console"):
         devices.remove(chardev)
     _console(devices, sandbox)
     return root, notes
+
+
+def _in_sandbox(path: str, sandbox: Sandbox) -> bool:
+    """Whether ``path`` names a place in the sandbox (symlinks are the safety check's concern)."""
+    root = str(sandbox.root)
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def to_text(root: etree._Element) -> str:

@@ -7,7 +7,12 @@ and the virtio modules from ``/lib/modules``.  The initramfs holds busybox and a
 ``/init`` script that loads the virtio modules, runs the job found on the first
 virtio disk (a shell script in a raw image, padded with NUL bytes), prints
 ``condor-vm-exit-status=N`` on the serial console and powers off.  Without a job
-disk it prints a few lines and exits 0.
+disk (or with ``condor-vm-nojob`` on its command line) it prints a few lines and exits 0.
+
+``build_boot_disk`` puts the same kernel and initramfs on a raw disk image that firmware
+boots by itself, without a loop device: a FAT file system spanning the whole image, with
+SYSLINUX in its boot sector for BIOS (``syslinux``, ``mtools``, ``dosfstools``) and a unified
+kernel image as ``EFI/BOOT/BOOTX64.EFI`` for UEFI (``systemd-boot-efi``'s stub, ``objcopy``).
 
     python3 examples/guest/build_guest.py OUT_DIR [--job 'echo hi; exit 3']
 
@@ -45,8 +50,9 @@ for module in $(cat /lib/modules/load-order); do insmod "/lib/modules/$module" 2
 echo "condor-vm-guest: up"
 status=0
 i=0
-while [ ! -b /dev/vda ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done
-if [ -b /dev/vda ]; then
+case " $(cat /proc/cmdline) " in *" condor-vm-nojob "*) nojob=1 ;; *) nojob= ;; esac
+while [ -z "$nojob" ] && [ ! -b /dev/vda ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done
+if [ -z "$nojob" ] && [ -b /dev/vda ]; then
   tr -d '\000' < /dev/vda > /job.sh
   sh /job.sh
   status=$?
@@ -146,6 +152,53 @@ def build_guest(out_dir: str | os.PathLike[str], shares: bool = False) -> Guest:
     shutil.copyfile(kernel, guest.kernel)
     build_initrd(guest.initrd, release, MODULES + extra)
     return guest
+
+
+BOOT_CMDLINE = "console=ttyS0 panic=-1 quiet condor-vm-nojob"
+EFI_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+SYSLINUX_CFG = """DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+  KERNEL vmlinuz
+  INITRD initrd.img
+  APPEND {cmdline}
+"""
+
+
+def build_boot_disk(guest: Guest, out: str | os.PathLike[str], size_mib: int = 48,
+                    cmdline: str = BOOT_CMDLINE) -> Path:
+    """A raw disk image that boots ``guest`` under BIOS (SYSLINUX) and UEFI (a unified kernel image)."""
+    for tool in ("mkfs.fat", "mcopy", "syslinux", "objcopy"):
+        if shutil.which(tool) is None:
+            raise FileNotFoundError(f"no {tool}: apt-get install dosfstools mtools syslinux binutils")
+    if not EFI_STUB.exists():
+        raise FileNotFoundError(f"no {EFI_STUB}: apt-get install systemd-boot-efi")
+    image = Path(out)
+    image.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "syslinux.cfg").write_text(SYSLINUX_CFG.format(cmdline=cmdline))
+        (folder / "cmdline").write_text(cmdline)
+        (folder / "os-release").write_text('NAME="condor-vm-guest"\nID=condor-vm-guest\n')
+        uki = folder / "BOOTX64.EFI"
+        initrd_at = 0x2000000 + -(-guest.kernel.stat().st_size // 0x100000) * 0x100000  # after the kernel
+        subprocess.run(["objcopy",
+                        "--add-section", f".osrel={folder / 'os-release'}", "--change-section-vma", ".osrel=0x20000",
+                        "--add-section", f".cmdline={folder / 'cmdline'}", "--change-section-vma", ".cmdline=0x30000",
+                        "--add-section", f".linux={guest.kernel}", "--change-section-vma", ".linux=0x2000000",
+                        "--add-section", f".initrd={guest.initrd}", "--change-section-vma", f".initrd={initrd_at:#x}",
+                        str(EFI_STUB), str(uki)], check=True, capture_output=True)
+        subprocess.run(["mkfs.fat", "-C", "-n", "CONDORVM", str(image), str(size_mib * 1024)],
+                       check=True, capture_output=True)
+        mtools = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+        subprocess.run(["mmd", "-i", str(image), "::/EFI", "::/EFI/BOOT"], check=True, capture_output=True, env=mtools)
+        for source, target in ((guest.kernel, "::/vmlinuz"), (guest.initrd, "::/initrd.img"),
+                               (folder / "syslinux.cfg", "::/syslinux.cfg"), (uki, "::/EFI/BOOT/BOOTX64.EFI")):
+            subprocess.run(["mcopy", "-i", str(image), str(source), target], check=True, capture_output=True,
+                           env=mtools)
+        subprocess.run(["syslinux", "--install", str(image)], check=True, capture_output=True)
+    return image
 
 
 def write_job_disk(path: str | os.PathLike[str], script: str) -> Path:
