@@ -13,7 +13,7 @@ from lxml import etree
 
 from condor_vmsubmit.errors import InputError, UnsafeInputError
 from condor_vmsubmit.formats.libvirt import spec_from_domain
-from condor_vmsubmit.policy import Policy, apply_policy, describe_changes
+from condor_vmsubmit.checks.policy import Policy, apply_policy, describe_changes
 from condor_vmsubmit.xmlsafe import parse_bytes, parse_file
 
 from conftest import REPO, corpus_folder
@@ -226,7 +226,7 @@ def condor_config(tmp_path: Path, text: str) -> dict[str, str]:
 def test_policy_from_real_htcondor_configuration(tmp_path: Path) -> None:
     env = condor_config(tmp_path, f"VMSUBMIT_POLICY_XSLT = {EXAMPLES / 'cap-memory.xsl'}\nVMSUBMIT_MAX_VCPUS = 6\n"
                                   "VMSUBMIT_ALLOWED_NETWORKS = lab\n")
-    code = ("from condor_vmsubmit.policy import Policy; p = Policy.from_config(); "
+    code = ("from condor_vmsubmit.checks.policy import Policy; p = Policy.from_config(); "
             "print(p.stylesheets[0].name, p.max_vcpus, sorted(p.allowed_networks))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["cap-memory.xsl", "6", "['lab']"]

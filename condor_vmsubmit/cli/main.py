@@ -78,7 +78,7 @@ def policy_check(file: Path, stylesheets: tuple[Path, ...], max_memory: str | No
     from lxml import etree
 
     from ..errors import InputError, PolicyRejected
-    from ..policy import Policy, preflight
+    from ..checks.policy import Policy, preflight
     from ..units import UnitError, parse_size
 
     if stylesheets or max_memory or max_vcpus or allow_network or allow_bus:

@@ -283,7 +283,7 @@ def _check_policy(spec: VMSpec, options: SubmitOptions) -> None:
     """With --policy: the verdict the execute node's policy would reach, before anything else."""
     if not options.policies:
         return
-    from ..policy import Policy, preflight_spec
+    from ..checks.policy import Policy, preflight_spec
 
     result = preflight_spec(spec, Policy(stylesheets=options.policies))
     if result.verdict == "rejected":

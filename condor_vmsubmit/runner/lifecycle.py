@@ -24,14 +24,14 @@ from lxml import etree
 from .. import jobcontract
 from ..classads import script_managed
 from ..errors import VMSubmitError
-from ..policy import Policy, apply_policy
+from ..checks.policy import Policy, apply_policy
 from ..staged import image_dir_from_config
 from .chirp import Reporter
 from .guard import GuardianProcess, node_cache
 from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import render_spec, replay_domain, to_text
-from .safety import check_domain, pin_graphics_to_loopback
+from ..checks.safety import check_domain, pin_graphics_to_loopback
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample

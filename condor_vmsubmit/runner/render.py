@@ -5,7 +5,7 @@ unique name, a UUID and MAC addresses derived from the job (stable across
 restarts, so a saved state restores), explicit disk formats, every file inside the sandbox, user-mode
 networking with the link state honoured, the serial console written to a file in the
 sandbox, ACPI (so a guest's poweroff ends the domain) and no reboot on poweroff.
-What safety still refuses is left for :func:`condor_vmsubmit.runner.safety.check_domain`.
+What safety still refuses is left for :func:`condor_vmsubmit.checks.safety.check_domain`.
 """
 
 from __future__ import annotations

@@ -25,11 +25,11 @@ from typing import Literal
 
 from lxml import etree
 
-from .errors import InputError, UnsafeInputError
-from .formats.libvirt import spec_from_domain
-from .spec import VMSpec
-from .units import UnitError, human_bytes, libvirt_bytes
-from .xmlsafe import parse_file
+from ..errors import InputError, UnsafeInputError
+from ..formats.libvirt import spec_from_domain
+from ..spec import VMSpec
+from ..units import UnitError, human_bytes, libvirt_bytes
+from ..xmlsafe import parse_file
 
 XSL_NS = "http://www.w3.org/1999/XSL/Transform"
 KNOB_STYLESHEETS = "VMSUBMIT_POLICY_XSLT"
@@ -69,7 +69,7 @@ class Policy:
         (4294967296, ['sata', 'virtio'], frozenset())
         """
         if params is None:
-            from .config import knobs
+            from ..config import knobs
 
             params = knobs((KNOB_STYLESHEETS, KNOB_MAX_MEMORY, KNOB_MAX_VCPUS, KNOB_NETWORKS, KNOB_BUSES,
                             KNOB_HOST_MEDIA))
@@ -178,7 +178,7 @@ def apply_policy(domain_root: etree._Element, policy: Policy, *, path: str | Pat
 def preflight(path: str | Path, policy: Policy) -> PolicyResult:
     """The verdict the execute side would reach for the VM in ``path`` (libvirt XML, OVF/OVA or a
     disk image), before anything is submitted."""
-    from .formats import load
+    from ..formats import load
 
     return preflight_spec(load(path), policy)
 
@@ -190,9 +190,9 @@ def preflight_spec(spec: VMSpec, policy: Policy) -> PolicyResult:
     XML replayed (libvirt sources), or the spec rendered (:mod:`condor_vmsubmit.runner.render`),
     with file paths as they will be in the job's sandbox.
     """
-    from .runner.render import render_spec, replay_domain
-    from .runner.safety import pin_graphics_to_loopback
-    from .runner.sandbox import Sandbox
+    from ..runner.render import render_spec, replay_domain
+    from .safety import pin_graphics_to_loopback
+    from ..runner.sandbox import Sandbox
 
     source = Path(spec.source_path or spec.name)
     sandbox = Sandbox(source.resolve().parent)
