@@ -211,7 +211,7 @@ def test_policy_from_config_knobs() -> None:
                             frozenset({"default", "jobs"}), frozenset())
     assert Policy.from_config({}) == Policy()
     assert Policy.from_config({"VMSUBMIT_ALLOW_HOST_MEDIA": "True"}).allow_host_media
-    with pytest.raises(InputError, match="VMSUBMIT_MAX_VCPUS = 'lots' is not a whole number"):
+    with pytest.raises(InputError, match="VMSUBMIT_MAX_VCPUS = 'lots' is not a positive whole number"):
         Policy.from_config({"VMSUBMIT_MAX_VCPUS": "lots"})
     with pytest.raises(InputError, match="VMSUBMIT_ALLOW_HOST_MEDIA = 'maybe' is not true or false"):
         Policy.from_config({"VMSUBMIT_ALLOW_HOST_MEDIA": "maybe"})

@@ -78,6 +78,7 @@ def policy_check(file: Path, stylesheets: tuple[Path, ...], max_memory: str | No
     from lxml import etree
 
     from ..errors import InputError, PolicyRejected
+    from ..checks import knobs
     from ..checks.policy import Policy, preflight
     from ..units import UnitError, parse_size
 
@@ -86,7 +87,8 @@ def policy_check(file: Path, stylesheets: tuple[Path, ...], max_memory: str | No
             memory = parse_size(max_memory) if max_memory else None
         except UnitError as exc:
             raise InputError(f"--max-memory: {exc}") from None
-        policy = Policy(stylesheets, memory, max_vcpus, frozenset(allow_network), frozenset(allow_bus))
+        buses = knobs.ALLOWED_BUSES.parse("--allow-bus", " ".join(allow_bus))  # any case, as in the knob
+        policy = Policy(stylesheets, memory, max_vcpus, frozenset(allow_network), frozenset(buses))
     else:
         policy = Policy.from_config()
     result = preflight(file, policy)
