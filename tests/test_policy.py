@@ -265,8 +265,11 @@ def test_policy_check_cli_reads_the_htcondor_configuration(big_file: Path, tmp_p
     env = condor_config(tmp_path, f"VMSUBMIT_POLICY_XSLT = {EXAMPLES / 'link-down.xsl'}\n"
                                   "VMSUBMIT_ALLOWED_NETWORKS = lab\n")
     done = run_cli("policy-check", big_file, env=env)
-    assert (done.returncode, done.stdout) == (0, "policy: modified\n  interface 1 link up -> down\n"
-                                                 "  interface 2 link up -> down\n")
+    assert done.stdout == "policy: modified\n  interface 1 link up -> down\n  interface 2 link up -> down\n"
+    # the policy keeps the second interface's multicast MAC, which the safety rules refuse (exit 9)
+    assert done.returncode == 9
+    assert done.stderr.splitlines()[0] == ("condor_vmsubmit: refused: /domain/devices/interface[2] (line 13): "
+                                           "MAC address '01:00:5E:AA:BB:CD' is multicast")
 
 
 def test_policy_check_cli_bad_size(big_file: Path) -> None:

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Generic, Iterable, Mapping, TypeVar
 
-from ..errors import InputError
+from ..errors import ConfigError
 
 CONFIG = "HTCondor configuration"
 T = TypeVar("T")
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
-def _fail(name: str, text: str, expected: str) -> InputError:
-    return InputError(f"{name} = '{text}' is not {expected}", path=CONFIG)
+def _fail(name: str, text: str, expected: str) -> ConfigError:
+    return ConfigError(f"{name} = '{text}' is not {expected}", path=CONFIG)
 
 
 def whole_number(name: str, text: str) -> int:
@@ -34,7 +34,7 @@ def whole_number(name: str, text: str) -> int:
     (8, 8)
     >>> whole_number("K", "8.5")
     Traceback (most recent call last):
-    condor_vmsubmit.errors.InputError: HTCondor configuration: K = '8.5' is not a positive whole number
+    condor_vmsubmit.errors.ConfigError: HTCondor configuration: K = '8.5' is not a positive whole number
     """
     try:
         number = float(text)

@@ -33,7 +33,6 @@ from ..xmlsafe import parse_file
 from . import knobs
 
 XSL_NS = "http://www.w3.org/1999/XSL/Transform"
-PREFLIGHT_JOB_ID = "policy-check"  # stands in for the job id the runner derives names and MACs from
 
 Verdict = Literal["accepted", "modified", "rejected"]
 _SIZE_ELEMENTS = ("memory", "currentMemory", "maxMemory")
@@ -141,41 +140,6 @@ def apply_policy(domain_root: etree._Element, policy: Policy, *, path: str | Pat
         return PolicyResult("rejected", None, reason="; ".join(problems), notes=tuple(notes))
     changes = tuple(describe_changes(domain_root, current))
     return PolicyResult("modified" if changes else "accepted", current, changes, notes=tuple(notes))
-
-
-def preflight(path: str | Path, policy: Policy) -> PolicyResult:
-    """The verdict the execute side would reach for the VM in ``path`` (libvirt XML, OVF/OVA or a
-    disk image), before anything is submitted."""
-    from ..formats import load
-
-    return preflight_spec(load(path), policy)
-
-
-def preflight_spec(spec: VMSpec, policy: Policy) -> PolicyResult:
-    """The verdict the execute side would reach for ``spec``, before anything is submitted.
-
-    As on the execute node, the policy sees the domain the runner would start: the user's
-    XML replayed (libvirt sources), or the spec rendered (:mod:`condor_vmsubmit.runner.render`),
-    with file paths as they will be in the job's sandbox.
-    """
-    from ..runner.render import render_spec, replay_domain
-    from .safety import pin_graphics_to_loopback
-    from ..runner.sandbox import Sandbox
-
-    source = Path(spec.source_path or spec.name)
-    sandbox = Sandbox(source.resolve().parent)
-    if spec.source_format == "libvirt" and spec.source_path:
-        user = parse_file(spec.source_path)
-        root, _notes = replay_domain(pin_graphics_to_loopback(user), sandbox,
-                                     domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID, spec=spec)
-    else:
-        root = render_spec(spec, sandbox, domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID)
-    return apply_policy(root, policy, path=source)
-
-
-def _domain_type(spec: VMSpec) -> str:
-    """The domain type the runner would choose, assuming KVM works where the job asks for it."""
-    return "kvm" if spec.hypervisor == "kvm" else "qemu"
 
 
 def limit_problems(spec: VMSpec, policy: Policy) -> list[str]:

@@ -57,7 +57,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from lxml import etree
@@ -65,6 +65,7 @@ from lxml import etree
 from ..errors import VMSubmitError
 from ..images.diskimage import read_header, read_image
 from ..images.imageio import ImageInfo
+from ..spec import VMSpec
 
 LIBVIRT_NS_PREFIX = "http://libvirt.org/schemas/domain/"
 LOOPBACK = "127.0.0.1"
@@ -181,9 +182,9 @@ class TransferredFiles:
 @dataclass(frozen=True)
 class _Context:
     files: Files
-    allowed_networks: frozenset[str]
+    allowed_networks: frozenset[str] | None
     images: dict[tuple[Path, str], tuple[str, ...]] = field(default_factory=dict)  # reasons per image read
-    allow_host_media: bool = False
+    allow_host_media: bool | None = False
     image_dir: Path | None = None
     declared_backing: frozenset[str] = frozenset()
 
@@ -193,7 +194,7 @@ class _Context:
 
 
 def check_domain(root: etree._Element, sandbox: Path | Files, *,
-                 allowed_networks: Iterable[str] = (), allow_host_media: bool = False,
+                 allowed_networks: Iterable[str] | None = (), allow_host_media: bool | None = False,
                  image_dir: str | Path | None = None, declared_backing: Iterable[str] = ()) -> list[Refusal]:
     """Every reason the domain XML ``root`` may not be handed to libvirt for a job in ``sandbox``
     (a folder on this execute node, or a :class:`Files` view of the job's files).
@@ -201,6 +202,8 @@ def check_domain(root: etree._Element, sandbox: Path | Files, *,
     ``allowed_networks`` names the libvirt networks and host bridges the admin lets
     jobs join (VMSUBMIT_ALLOWED_NETWORKS); without it only user-mode networking passes.
     ``allow_host_media`` lets host cdrom and floppy drives through (VMSUBMIT_ALLOW_HOST_MEDIA).
+    None for either means this side does not know the execute node's setting (the submit side
+    reading no configuration): what it would decide passes, and the runner decides.
     ``image_dir`` is the admin's folder of staged images a ``<backingStore>`` may name.
     ``declared_backing`` names the images whose backing chain the user declared at submit time
     (``--allow-backing``); such a chain passes when every file of it is in the sandbox and every
@@ -208,7 +211,7 @@ def check_domain(root: etree._Element, sandbox: Path | Files, *,
     Linear in the size of the XML; each image's headers are read once.
     """
     files = SandboxFiles(sandbox) if isinstance(sandbox, Path) else sandbox
-    context = _Context(files, frozenset(allowed_networks),
+    context = _Context(files, None if allowed_networks is None else frozenset(allowed_networks),
                        allow_host_media=allow_host_media,
                        image_dir=Path(os.path.realpath(image_dir)) if image_dir else None,
                        declared_backing=frozenset(declared_backing))
@@ -217,6 +220,11 @@ def check_domain(root: etree._Element, sandbox: Path | Files, *,
         for reason in _reasons(element, context):
             refusals.append(Refusal(name, element.sourceline, reason))
     return refusals
+
+
+def declared_backing(spec: VMSpec) -> frozenset[str]:
+    """The sandbox names of the images whose backing chain the user declared (``--allow-backing``)."""
+    return frozenset(PurePosixPath(disk.source).name for disk in spec.disks if disk.backing and disk.source)
 
 
 def pin_graphics_to_loopback(root: etree._Element) -> etree._Element:
@@ -399,7 +407,7 @@ def _host_media(element: etree._Element, context: _Context) -> Iterator[str]:
     """A host cdrom or floppy drive (``<disk type='block' device='cdrom'>``): refused unless the
     admin allows host media, and then only a device under /dev."""
     device = element.get("device")
-    if not context.allow_host_media:
+    if context.allow_host_media is False:
         yield (f"the host's {device} drive cannot be passed to a job's guest (an admin allows it with "
                "VMSUBMIT_ALLOW_HOST_MEDIA = true); send the image with --cdrom or --floppy")
         return
@@ -482,7 +490,7 @@ def _interface(element: etree._Element, context: _Context) -> Iterator[str]:
     source = element.find("source")
     if kind in ("network", "bridge"):
         name = source.get(kind) if source is not None else None
-        if name not in context.allowed_networks:
+        if context.allowed_networks is not None and name not in context.allowed_networks:
             allowed = ", ".join(sorted(context.allowed_networks)) or "none"
             yield (f"{kind} '{name}' is not one the admin allows (VMSUBMIT_ALLOWED_NETWORKS: {allowed}); "
                    "use <interface type='user'>")

@@ -212,3 +212,15 @@ def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, j
 def to_text(root: etree._Element) -> str:
     return etree.tostring(root, encoding="unicode", pretty_print=True)
 
+
+
+def job_domain(spec: VMSpec, sandbox: Sandbox, user: etree._Element | None, *, domain_type: str,
+               job_id: str) -> tuple[etree._Element, list[str]]:
+    """The domain a job starts, and notes on what was adapted: the user's XML (graphics pinned to
+    loopback) replayed, else the spec rendered.  The runner starts it; the submit side checks it."""
+    from ..checks.safety import pin_graphics_to_loopback
+
+    if user is not None:
+        return replay_domain(pin_graphics_to_loopback(user), sandbox, domain_type=domain_type, job_id=job_id,
+                             spec=spec)
+    return render_spec(spec, sandbox, domain_type=domain_type, job_id=job_id), []
