@@ -35,6 +35,8 @@ from condor_vmsubmit.checks.policy import Policy
 from condor_vmsubmit.checks.preflight import preflight_spec
 from condor_vmsubmit.errors import VMSubmitError
 from condor_vmsubmit.formats import load
+from condor_vmsubmit.formats import vmdk
+from condor_vmsubmit.formats.ovf_staging import plan_disks
 from condor_vmsubmit.runner.chirp import Reporter
 from condor_vmsubmit.runner.job import Job
 from condor_vmsubmit.runner.lifecycle import Options, Stop, prepare
@@ -54,8 +56,9 @@ IMAGE_FORMATS = ("qcow2", "vmdk")
 
 
 def make_inputs(spec: VMSpec, description: SubmitDescription, folder: Path) -> list[Path]:
-    """The files the job transfers, made in ``folder`` under their base names (the staged spec and
-    domain XML as the frontend writes them); their paths on this 'submit host'."""
+    """The files the job transfers, in ``folder`` under their base names: the staged spec and domain
+    XML as the frontend writes them, copies of the files that exist, images made for the others;
+    their paths on this 'submit host'."""
     formats = {PurePosixPath(d.source).name: d.format for d in spec.disks if d.source}
     folders = {PurePosixPath(s.source.rstrip("/")).name for s in spec.shared_folders}
     staged = {PurePosixPath(s.path).name: s for s in description.staged}
@@ -66,6 +69,8 @@ def make_inputs(spec: VMSpec, description: SubmitDescription, folder: Path) -> l
         if name in staged:
             text = staged[name].text
             local.write_text(text) if text is not None else shutil.copyfile(staged[name].copy_of, local)
+        elif Path(path).is_file():  # a real file of the corpus (a VMDK and its extents, an OVF's disk)
+            shutil.copyfile(path, local)
         elif name in folders:
             local.mkdir(exist_ok=True)
         elif formats.get(name) in IMAGE_FORMATS:
@@ -154,3 +159,44 @@ def test_hostile_corpus_domains_are_refused_by_both_sides_alike(tmp_path: Path, 
     submit = [str(r) for r in preflight_spec(spec, Policy(), map(str, inputs)).refusals]
     code, runner = runner_verdict(spec, inputs, tmp_path / "box")
     assert code == jobcontract.EXIT_REFUSED and runner == submit and len(submit) == 4
+
+
+def agree(spec: VMSpec, description: SubmitDescription, folder: Path) -> list[str]:
+    """The refusals both sides find for the job (asserting they are the same)."""
+    (folder / "in").mkdir()
+    (folder / "box").mkdir()
+    inputs = make_inputs(spec, description, folder / "in")
+    submit = [str(r) for r in preflight_spec(spec, Policy(), map(str, inputs)).refusals]
+    code, runner = runner_verdict(spec, inputs, folder / "box")
+    if code == jobcontract.EXIT_MISMATCH:  # the runner's verification read the broken image first: same words
+        assert [line.split(": ", 2)[2] for line in submit] == [line.split(": ", 1)[1] for line in runner]
+    else:
+        assert (code, runner) == ((jobcontract.EXIT_REFUSED, submit) if submit else (0, [])), spec.source_path
+    return submit
+
+
+def test_both_sides_agree_on_the_vmdk_corpus_and_the_ovf_appliances_with_their_disks(tmp_path: Path) -> None:
+    """Real disk files this time: every VMDK of the corpus the VMDK frontend takes (extents and all), and
+    the OVF descriptors whose disks are next to them; the frontends' own checks come first."""
+    verdicts = {}
+    images = [p for p in corpus_folder("vmdk").iterdir() if p.suffix == ".vmdk" and not p.stem[-5:-3] == "-s"]
+    appliances = sorted(corpus_folder("ovf").glob("*/*.ovf"))
+    for number, path in enumerate(sorted(images) + appliances):
+        try:
+            if path.suffix == ".ovf":
+                spec = load(path)
+                spec = plan_disks(spec, tmp_path / "out").apply(spec)
+                extra: tuple[str, ...] = ()
+            else:
+                spec, extra = vmdk.build(path)
+            description = translate(spec, TranslateOptions(hypervisor="qemu", output_dir=str(tmp_path / "out"),
+                                                           extra_input_files=extra))
+        except VMSubmitError:
+            continue  # the frontend stops before any check
+        (tmp_path / str(number)).mkdir()
+        verdicts[path.name] = agree(spec, description, tmp_path / str(number))
+    refused = {name: lines for name, lines in verdicts.items() if lines}
+    print(f"{len(verdicts)} compared; refused: {refused}")
+    assert len(verdicts) >= 30  # flat VMDKs whose big extents the corpus does not store stop at the frontend
+    # the one refused: a disk the corpus keeps cut short (qemu-img info: "Invalid footer")
+    assert list(refused) == ["ttylinux-pc_i486-16.1.ovf"]
