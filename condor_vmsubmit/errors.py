@@ -15,8 +15,8 @@ Exit codes (documented in docs/exit-codes.md):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 class VMSubmitError(Exception):

@@ -34,9 +34,8 @@ from condor_vmsubmit import jobcontract
 from condor_vmsubmit.checks.policy import Policy
 from condor_vmsubmit.checks.preflight import preflight_spec
 from condor_vmsubmit.errors import VMSubmitError
-from condor_vmsubmit.formats import load
-from condor_vmsubmit.formats import vmdk
-from condor_vmsubmit.formats.ovf_staging import plan_disks
+from condor_vmsubmit.formats import load, vmdk
+from condor_vmsubmit.formats.ovf.staging import plan_disks
 from condor_vmsubmit.runner.chirp import Reporter
 from condor_vmsubmit.runner.job import Job
 from condor_vmsubmit.runner.lifecycle import Options, Stop, prepare

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from condor_vmsubmit.checks.policy import Policy, apply_policy, describe_changes
 from condor_vmsubmit.errors import InputError, UnsafeInputError
 from condor_vmsubmit.formats.libvirt import spec_from_domain
-from condor_vmsubmit.checks.policy import Policy, apply_policy, describe_changes
 from condor_vmsubmit.xmlsafe import parse_bytes, parse_file
 
 from conftest import REPO, corpus_folder

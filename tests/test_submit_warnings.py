@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_pool_integration import pool_reachable
 
 from conftest import REPO, corpus_folder
-from test_pool_integration import pool_reachable
 
 _WHY_NOT = pool_reachable() or (None if shutil.which("condor_submit") else "condor_submit is not on PATH")
 pytestmark = [pytest.mark.pool, pytest.mark.skipif(_WHY_NOT is not None, reason=f"no pool: {_WHY_NOT}")]

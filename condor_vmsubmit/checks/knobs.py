@@ -12,9 +12,10 @@ refuse the same bad values with the same line.  Where the configuration comes fr
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Generic, Iterable, Mapping, TypeVar
+from typing import Generic, TypeVar
 
 from ..errors import ConfigError
 

@@ -9,9 +9,9 @@ the execute node, against the sandbox (docs/policy.md says what each side can an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 from lxml import etree
 
@@ -44,7 +44,8 @@ def preflight(path: str | Path, policy: Policy) -> Preflight:
     return preflight_spec(spec, policy, translate(spec, TranslateOptions()).input_files)
 
 
-def preflight_spec(spec: VMSpec, policy: Policy, input_files: Iterable[str], *, node_settings: bool = True) -> Preflight:
+def preflight_spec(spec: VMSpec, policy: Policy, input_files: Iterable[str], *,
+                   node_settings: bool = True) -> Preflight:
     """The verdict the execute side would reach for ``spec`` whose job transfers ``input_files``
     (paths on this host; HTCondor puts each into the sandbox under its base name).
 

@@ -22,11 +22,11 @@ import libvirt
 from lxml import etree
 
 from .. import jobcontract
-from ..classads import script_managed
-from ..errors import VMSubmitError
 from ..checks.policy import Policy
 from ..checks.preflight import judge
 from ..checks.safety import SandboxFiles
+from ..classads import script_managed
+from ..errors import VMSubmitError
 from ..staged import image_dir_from_config
 from .chirp import Reporter
 from .guard import GuardianProcess, node_cache
