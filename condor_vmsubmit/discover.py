@@ -47,13 +47,13 @@ import click
 from lxml import etree
 
 from . import __version__, jobcontract
+from .checks import knobs
 from .classads import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
 from .cli.common import CONTEXT_SETTINGS, reports_errors
-from .config import knobs
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
 from .runner.shares import virtiofsd
-from .staged import IMAGE_DIR_KNOB, list_images
+from .staged import list_images
 
 T = TypeVar("T")
 FactValue = int | bool | tuple[str, ...]
@@ -101,13 +101,9 @@ HYPERVISOR_FACTS = (
 DEFAULT_URI = "qemu:///session"
 DEFAULT_TIMEOUT = 1.3        # seconds for the whole discovery; Python's start-up comes on top
 DEFAULT_PROBE_TTL = 3600     # seconds a cached boot-probe or NIC list stays valid
-KNOB_URI = "VMSUBMIT_LIBVIRT_URI"
-KNOB_SCRIPT_DIR = "VMSUBMIT_SCRIPT_DIR"
-KNOB_STATE_DIR = "VMSUBMIT_DISCOVERY_STATE_DIR"
-KNOB_PROBE_TTL = "VMSUBMIT_DISCOVERY_PROBE_TTL"
-KNOB_NETWORKS = "VMSUBMIT_ALLOWED_NETWORKS"
-KNOB_BUSES = "VMSUBMIT_ALLOWED_BUSES"
-KNOB_MAX_VCPUS = "VMSUBMIT_MAX_VCPUS"
+# The knobs discovery reads (their names, types and case: checks/knobs.py).
+KNOBS = (knobs.LIBVIRT_URI, knobs.DISCOVERY_STATE_DIR, knobs.SCRIPT_DIR, knobs.DISCOVERY_PROBE_TTL,
+         knobs.ALLOWED_NETWORKS, knobs.ALLOWED_BUSES, knobs.MAX_VCPUS, knobs.RUNNER, knobs.IMAGE_DIR)
 
 # The QEMU-based domain types: each must boot the probe firmware under its accelerator.
 PROBED_ACCELERATORS = {"qemu": "tcg", "kvm": "kvm"}
@@ -328,8 +324,7 @@ def hypervisor_facts(kind: str, guest: GuestType, answer: LibvirtAnswer,
     if observations.max_vcpus is not None and isinstance(most, int):
         facts["MAX_VCPUS"] = min(most, observations.max_vcpus)
     if observations.allowed_buses and isinstance(buses, tuple):
-        allowed = {bus.lower() for bus in observations.allowed_buses}
-        facts["DISK_BUSES"] = tuple(bus for bus in buses if bus.lower() in allowed)
+        facts["DISK_BUSES"] = tuple(bus for bus in buses if bus in observations.allowed_buses)
     facts["VIRTIOFS"] = bool(facts.get("VIRTIOFS")) and observations.virtiofsd
     facts["MACHINE_TYPES"] = tuple(sorted(guest.machines))
     arches = {other.arch for other in guest_types(answer.capabilities) if other.domain_type == kind}
@@ -406,15 +401,6 @@ def cron_text(ad: Mapping[str, str]) -> str:
     -
     """
     return "".join(f"{name} = {value}\n" for name, value in ad.items()) + "-\n"
-
-
-def words(text: str | None) -> tuple[str, ...]:
-    """A knob's comma- or space-separated list.
-
-    >>> words("default, br0  virbr1")
-    ('default', 'br0', 'virbr1')
-    """
-    return tuple(w for w in re.split(r"[\s,]+", text or "") if w)
 
 
 # --- edges: configuration, state, libvirt, QEMU, scripts --------------------------------------
@@ -749,7 +735,7 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
     scripts = refused + collect_scripts(running, deadline)
     runner = settings.runner
     runner_error = None if runner.is_file() and os.access(runner, os.X_OK) else \
-        f"no runner at {runner} ({jobcontract.RUNNER_KNOB}): jobs could not start here"
+        f"no runner at {runner} ({knobs.RUNNER.name}): jobs could not start here"
     return Observations(
         libvirt=answer, libvirt_error=error, runner_error=runner_error, boot_probes=probes, nic_models=models,
         virtiofsd=virtiofsd() is not None,
@@ -762,38 +748,29 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
 def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeout: float,
                   config: Mapping[str, str]) -> Settings:
     """Command-line values over the HTCondor knobs in ``config`` over the defaults."""
-    def number(knob: str, default: float | None) -> float | None:
-        text = config.get(knob)
-        if text is None:
-            return default
-        try:
-            return float(text)
-        except ValueError:
-            raise InputError(f"{knob} = {text}: not a number") from None
-
-    max_vcpus = number(KNOB_MAX_VCPUS, None)
-    configured_scripts = config.get(KNOB_SCRIPT_DIR)
+    probe_ttl = knobs.DISCOVERY_PROBE_TTL.value(config)
+    image_dir = knobs.IMAGE_DIR.value(config)
     return Settings(
-        uri=uri or config.get(KNOB_URI) or DEFAULT_URI,
-        state_dir=state_dir or Path(config.get(KNOB_STATE_DIR) or default_state_dir()),
-        script_dir=script_dir or (Path(configured_scripts) if configured_scripts else None),
-        runner=Path(config.get(jobcontract.RUNNER_KNOB) or jobcontract.DEFAULT_RUNNER),
+        uri=uri or knobs.LIBVIRT_URI.value(config) or DEFAULT_URI,
+        state_dir=state_dir or knobs.DISCOVERY_STATE_DIR.value(config) or default_state_dir(),
+        script_dir=script_dir or knobs.SCRIPT_DIR.value(config),
+        runner=Path(knobs.RUNNER.value(config) or jobcontract.DEFAULT_RUNNER),
         timeout=timeout,
-        probe_ttl=float(number(KNOB_PROBE_TTL, DEFAULT_PROBE_TTL) or 0),
-        allowed_networks=words(config.get(KNOB_NETWORKS)),
-        allowed_buses=words(config.get(KNOB_BUSES)),
-        max_vcpus=int(max_vcpus) if max_vcpus is not None else None,
-        image_dir=config.get(IMAGE_DIR_KNOB) or None,
+        probe_ttl=DEFAULT_PROBE_TTL if probe_ttl is None else probe_ttl,
+        allowed_networks=knobs.ALLOWED_NETWORKS.value(config),
+        allowed_buses=knobs.ALLOWED_BUSES.value(config),
+        max_vcpus=knobs.MAX_VCPUS.value(config),
+        image_dir=str(image_dir) if image_dir else None,
     )
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.option("-uri", "--uri", help=f"libvirt URI (knob {KNOB_URI}; default {DEFAULT_URI}).")
+@click.option("-uri", "--uri", help=f"libvirt URI (knob {knobs.LIBVIRT_URI.name}; default {DEFAULT_URI}).")
 @click.option("-state-dir", "--state-dir", type=click.Path(path_type=Path, file_okay=False),
-              help=f"libvirt session files and the probe cache (knob {KNOB_STATE_DIR}; "
+              help=f"libvirt session files and the probe cache (knob {knobs.DISCOVERY_STATE_DIR.name}; "
                    "default a private folder in the temp directory).")
 @click.option("-script-dir", "--script-dir", type=click.Path(path_type=Path, file_okay=False),
-              help=f"admin scripts, one per script-managed hypervisor (knob {KNOB_SCRIPT_DIR}).")
+              help=f"admin scripts, one per script-managed hypervisor (knob {knobs.SCRIPT_DIR.name}).")
 @click.option("-timeout", "--timeout", type=click.FloatRange(min=0.1),
               help=f"seconds for the whole discovery (default {DEFAULT_TIMEOUT:g}); a longer one "
                    "once by hand warms libvirt's caches.")
@@ -803,7 +780,6 @@ def main(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeo
     """Print this node's VM capabilities as STARTD_CRON output (see docs/admin-guide.md)."""
     budget = DEFAULT_TIMEOUT if timeout is None else timeout
     deadline = Deadline(budget)  # reading the configuration counts too
-    config = knobs((KNOB_URI, KNOB_STATE_DIR, KNOB_SCRIPT_DIR, KNOB_PROBE_TTL, KNOB_NETWORKS,
-                    KNOB_BUSES, KNOB_MAX_VCPUS, jobcontract.RUNNER_KNOB, IMAGE_DIR_KNOB))
+    config = knobs.read(KNOBS)
     observations = discover(settings_from(uri, state_dir, script_dir, budget, config), deadline)
     click.echo(cron_text(build_ad(observations)), nl=False)

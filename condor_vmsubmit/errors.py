@@ -10,10 +10,12 @@ Exit codes (documented in docs/exit-codes.md):
 * 6 -- the chosen target cannot express the VM and ``--strict`` was given
 * 7 -- ``condor_vm_control``: no VM runs in the sandbox
 * 8 -- ``condor_vm_control``: the running VM did not do what was asked
+* 9 -- the execute side's safety rules would refuse the VM (found at submit time)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -21,6 +23,7 @@ class VMSubmitError(Exception):
     """Base class: a message meant for the user and the process exit code."""
 
     exit_code = 1
+    details: tuple[str, ...] = ()  # lines printed before the error's own line, one per item
 
     def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None):
         self.message = message
@@ -49,6 +52,10 @@ class InputError(VMSubmitError):
     exit_code = 3
 
 
+class ConfigError(InputError):
+    """A ``VMSUBMIT_*`` knob in the HTCondor configuration has a value its type does not allow."""
+
+
 class UnsafeInputError(VMSubmitError):
     """The input is refused because using it would be unsafe."""
 
@@ -59,6 +66,19 @@ class PolicyRejected(VMSubmitError):
     """The admin policy refused the VM."""
 
     exit_code = 5
+
+
+class SafetyRefused(VMSubmitError):
+    """The execute side's safety rules would refuse the VM: one detail line per refused element."""
+
+    exit_code = 9
+
+    def __init__(self, refusals: Iterable[object], *, path: str | Path | None = None):
+        lines = tuple(f"refused: {refusal}" for refusal in refusals)
+        count = f"{len(lines)} element{'s' if len(lines) != 1 else ''}"
+        super().__init__(f"the execute side's safety rules refuse {count} of the VM (listed above); "
+                         "nothing was written or submitted", path=path)
+        self.details = lines
 
 
 class TargetError(VMSubmitError):

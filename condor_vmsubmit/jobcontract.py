@@ -15,8 +15,7 @@ DOMAIN_XML_FILE = "domain.xml"
 # Saved guest state lives here; HTCondor transfers it back on eviction (transfer_checkpoint_files).
 CHECKPOINT_DIR = "vm-checkpoint"
 
-# HTCondor config knob naming the runner on execute nodes, and its documented default.
-RUNNER_KNOB = "VMSUBMIT_RUNNER"
+# The runner's documented path on execute nodes (the VMSUBMIT_RUNNER knob overrides it).
 DEFAULT_RUNNER = "/usr/local/bin/condor_vm_runner"
 
 # Runner exit codes.  A guest's own exit status 0..GUEST_STATUS_MAX passes through unchanged;

@@ -19,10 +19,10 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from .checks import knobs
 from .errors import InputError, VMSubmitError
 from .spec import Disk, VMSpec
 
-IMAGE_DIR_KNOB = "VMSUBMIT_IMAGE_DIR"
 STAGED_PREFIX = "staged:"
 # File name suffix of a staged image -> its format.
 IMAGE_SUFFIXES = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw"}
@@ -123,7 +123,7 @@ def find_image(folder: str | os.PathLike[str] | None, name: str) -> tuple[Path, 
 
     if not folder:
         raise StagedImageError(f"the job asks for the staged image '{name}' but this node has no "
-                               f"image folder ({IMAGE_DIR_KNOB})")
+                               f"image folder ({knobs.IMAGE_DIR.name})")
     path = list_images(folder).get(check_name(name))
     if path is None:
         raise StagedImageError(f"the staged image '{name}' is not in {folder} on this node")
@@ -139,6 +139,5 @@ def find_image(folder: str | os.PathLike[str] | None, name: str) -> tuple[Path, 
 
 def image_dir_from_config() -> str | None:
     """The admin's image folder (``VMSUBMIT_IMAGE_DIR``), None when unset."""
-    from .config import knob
-
-    return knob(IMAGE_DIR_KNOB)
+    folder = knobs.configured(knobs.IMAGE_DIR)
+    return str(folder) if folder else None

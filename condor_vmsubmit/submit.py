@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import htcondor2
 
 from . import jobcontract
-from .config import knob
+from .checks import knobs
 from .errors import SubmitError
 
 
@@ -27,7 +27,7 @@ class Submitted:
 
 def configured_runner() -> str:
     """The runner path from the ``VMSUBMIT_RUNNER`` knob, else the documented default."""
-    return knob(jobcontract.RUNNER_KNOB) or jobcontract.DEFAULT_RUNNER
+    return knobs.configured(knobs.RUNNER) or jobcontract.DEFAULT_RUNNER
 
 
 def find_schedd(name: str | None = None, pool: str | None = None) -> htcondor2.Schedd:

@@ -385,8 +385,9 @@ class _Builder:
         else:
             clauses.append(f"stringListIMember({classad_string(hypervisor)}, TARGET.VM_HYPERVISORS)")
         clauses += [f"stringListIMember({classad_string(name)}, TARGET.VM_IMAGES)" for name in staged_names(self.spec)]
-        clauses += ["TARGET.Cpus >= MY.RequestCpus", "TARGET.Memory >= MY.RequestMemory",
-                    "TARGET.Disk >= MY.RequestDisk"]
+        # The slot's memory and disk: condor_submit adds TARGET.Memory >= RequestMemory and
+        # TARGET.Disk >= RequestDisk itself from request_* (and warns when Requirements names them).
+        clauses.append("TARGET.Cpus >= MY.RequestCpus")
         if hypervisor != ANY_HYPERVISOR:
             clauses += self.hypervisor_clauses(hypervisor)
         return " && ".join(clauses)
@@ -417,6 +418,7 @@ class _Builder:
         self.set("executable", submit_safe(safe_file_stem(spec.name)))
         self.set("vm_type", self.stock_vm_type())
         self.set("vm_memory", math.ceil(spec.memory_bytes / MIB))
+        self.set("request_memory", math.ceil(spec.memory_bytes / MIB))  # the slot's, as condor_submit would default it
         self.set("vm_vcpus", spec.vcpus)
         self.set("vm_disk", self.stock_vm_disk())
         self.stock_networking()
@@ -425,9 +427,7 @@ class _Builder:
         self.set("error", "/dev/null")
         self.set("initialdir", submit_safe(self.output_dir))
         self.set("log", submit_safe(f"{safe_file_stem(spec.name)}.log"))
-        self.set("should_transfer_files", "YES")
-        self.set("when_to_transfer_output", "ON_EXIT")
-        self.set("transfer_input_files", "")  # filled in finish()
+        self.set("transfer_input_files", "")  # filled in finish(); the VM universe always transfers them
         self.stock_losses()
 
     def stock_vm_type(self) -> str:

@@ -340,10 +340,10 @@ def test_the_admin_guide_lists_every_attribute_and_knob() -> None:
     guide = (REPO / "docs" / "admin-guide.md").read_text()
     for fact in NODE_ATTRIBUTES + HYPERVISOR_FACTS:
         assert f"| `{fact.name}` | {fact.classad_type} |" in guide, fact.name
-    import condor_vmsubmit.discover as discover
+    from condor_vmsubmit.checks import knobs
 
-    for knob in (value for name, value in vars(discover).items() if name.startswith("KNOB_")):
-        assert f"`{knob}`" in guide, knob
+    for knob in knobs.ALL:
+        assert f"`{knob.name}`" in guide, knob.name
 
 
 def test_the_default_uri_works_for_whoever_runs_it(state_dir: Path) -> None:
@@ -360,3 +360,30 @@ def test_the_default_uri_works_for_whoever_runs_it(state_dir: Path) -> None:
     assert first == ad
     assert ad["VM_DISCOVERY_ERROR"] == "undefined"
     assert "qemu" in string_list(ad["VM_HYPERVISORS"])
+
+
+def test_knobs_mean_the_same_to_discovery_and_to_the_policy(uri: str, state_dir: Path, warm: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    """One parser (checks/knobs.py): ``2.0`` is 2 and ``VirtIO`` is virtio for discovery and for the
+    policy; ``2.5`` stops both with the same line instead of failing every job on the node."""
+    domain = tmp_path / "virtio.xml"
+    domain.write_text("<domain type='qemu'><name>v</name><memory unit='MiB'>256</memory><vcpu>2</vcpu>"
+                      "<os><type>hvm</type></os><devices><disk type='file' device='disk'>"
+                      "<driver name='qemu' type='raw'/><source file='/images/v.img'/>"
+                      "<target dev='vda' bus='virtio'/></disk></devices></domain>")
+    knobs = {"_CONDOR_VMSUBMIT_MAX_VCPUS": "2.0", "_CONDOR_VMSUBMIT_ALLOWED_BUSES": "VirtIO SATA",
+             "_CONDOR_VMSUBMIT_LIBVIRT_URI": uri}
+    ad = parse_cron(run_discover("--state-dir", str(state_dir), env=knobs).stdout)
+    assert ad["VM_QEMU_ATTR_MAX_VCPUS"] == "2"
+    assert string_list(ad["VM_QEMU_ATTR_DISK_BUSES"]) == ["virtio", "sata"]
+    env = {**os.environ, **knobs}
+    check = subprocess.run(["condor_vmsubmit", "policy-check", str(domain)], capture_output=True, text=True, env=env)
+    assert (check.returncode, check.stdout.splitlines()[0]) == (0, "policy: accepted"), check.stderr
+
+    bad = {**knobs, "_CONDOR_VMSUBMIT_MAX_VCPUS": "2.5"}
+    discovered = run_discover("--state-dir", str(state_dir), env=bad)
+    checked = subprocess.run(["condor_vmsubmit", "policy-check", str(domain)], capture_output=True, text=True,
+                             env={**os.environ, **bad})
+    line = "VMSUBMIT_MAX_VCPUS = '2.5' is not a positive whole number"
+    assert discovered.returncode == checked.returncode == 3
+    assert line in discovered.stderr and line in checked.stderr and not discovered.stdout

@@ -107,7 +107,9 @@ def test_input_errors_exit_3_and_4(in_tmp: Path) -> None:
 
 
 def test_local_checks_the_disks_before_running(in_tmp: Path) -> None:
-    result = invoke(EXAMPLES / "minimal.xml", "--local")
+    explicit = in_tmp / "minimal-raw.xml"  # minimal.xml's disk states no format: the safety rules refuse it first
+    explicit.write_text((EXAMPLES / "minimal.xml").read_text().replace("<source ", "<driver type='raw'/><source "))
+    result = invoke(explicit, "--local")
     assert result.exit_code == 3
     assert "/var/lib/libvirt/images/minimal.img: input file not found" in result.stderr
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from condor_vmsubmit.checks.policy import Policy, apply_policy
+from condor_vmsubmit.checks.safety import check_domain, pin_graphics_to_loopback
 from condor_vmsubmit.formats.libvirt import spec_from_domain
-from condor_vmsubmit.policy import Policy, apply_policy
-from condor_vmsubmit.runner.safety import check_domain, pin_graphics_to_loopback
 from condor_vmsubmit.xmlsafe import parse_file
 
 from conftest import REPO

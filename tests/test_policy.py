@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from condor_vmsubmit.checks.policy import Policy, apply_policy, describe_changes
 from condor_vmsubmit.errors import InputError, UnsafeInputError
 from condor_vmsubmit.formats.libvirt import spec_from_domain
-from condor_vmsubmit.policy import Policy, apply_policy, describe_changes
 from condor_vmsubmit.xmlsafe import parse_bytes, parse_file
 
 from conftest import REPO, corpus_folder
@@ -211,7 +211,7 @@ def test_policy_from_config_knobs() -> None:
                             frozenset({"default", "jobs"}), frozenset())
     assert Policy.from_config({}) == Policy()
     assert Policy.from_config({"VMSUBMIT_ALLOW_HOST_MEDIA": "True"}).allow_host_media
-    with pytest.raises(InputError, match="VMSUBMIT_MAX_VCPUS = 'lots' is not a whole number"):
+    with pytest.raises(InputError, match="VMSUBMIT_MAX_VCPUS = 'lots' is not a positive whole number"):
         Policy.from_config({"VMSUBMIT_MAX_VCPUS": "lots"})
     with pytest.raises(InputError, match="VMSUBMIT_ALLOW_HOST_MEDIA = 'maybe' is not true or false"):
         Policy.from_config({"VMSUBMIT_ALLOW_HOST_MEDIA": "maybe"})
@@ -226,7 +226,7 @@ def condor_config(tmp_path: Path, text: str) -> dict[str, str]:
 def test_policy_from_real_htcondor_configuration(tmp_path: Path) -> None:
     env = condor_config(tmp_path, f"VMSUBMIT_POLICY_XSLT = {EXAMPLES / 'cap-memory.xsl'}\nVMSUBMIT_MAX_VCPUS = 6\n"
                                   "VMSUBMIT_ALLOWED_NETWORKS = lab\n")
-    code = ("from condor_vmsubmit.policy import Policy; p = Policy.from_config(); "
+    code = ("from condor_vmsubmit.checks.policy import Policy; p = Policy.from_config(); "
             "print(p.stylesheets[0].name, p.max_vcpus, sorted(p.allowed_networks))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["cap-memory.xsl", "6", "['lab']"]
@@ -265,8 +265,11 @@ def test_policy_check_cli_reads_the_htcondor_configuration(big_file: Path, tmp_p
     env = condor_config(tmp_path, f"VMSUBMIT_POLICY_XSLT = {EXAMPLES / 'link-down.xsl'}\n"
                                   "VMSUBMIT_ALLOWED_NETWORKS = lab\n")
     done = run_cli("policy-check", big_file, env=env)
-    assert (done.returncode, done.stdout) == (0, "policy: modified\n  interface 1 link up -> down\n"
-                                                 "  interface 2 link up -> down\n")
+    assert done.stdout == "policy: modified\n  interface 1 link up -> down\n  interface 2 link up -> down\n"
+    # the policy keeps the second interface's multicast MAC, which the safety rules refuse (exit 9)
+    assert done.returncode == 9
+    assert done.stderr.splitlines()[0] == ("condor_vmsubmit: refused: /domain/devices/interface[2] (line 13): "
+                                           "MAC address '01:00:5E:AA:BB:CD' is multicast")
 
 
 def test_policy_check_cli_bad_size(big_file: Path) -> None:

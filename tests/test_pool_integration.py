@@ -115,6 +115,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "libvirt"
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.xml")), ids=lambda p: p.name)
 def test_examples_submit(schedd, example: Path, tmp_path: Path) -> None:
     """Each example, its disks taken as already on the nodes (they are not on this machine)."""
+    from condor_vmsubmit.checks.policy import Policy
+    from condor_vmsubmit.checks.preflight import preflight_spec
     from condor_vmsubmit.formats.libvirt import load
     from condor_vmsubmit.translate import TranslateOptions, translate
 
@@ -123,6 +125,12 @@ def test_examples_submit(schedd, example: Path, tmp_path: Path) -> None:
     missing = [path for path in description.input_files if path not in written and not Path(path).exists()]
     if missing:
         pytest.skip(f"{example.name} transfers {missing[0]}, which this machine lacks")
+    refusals = preflight_spec(load(example), Policy(), description.input_files, node_settings=False).refusals
+    if refusals:  # minimal.xml: a disk without a format, which the runner would refuse on the node
+        done = subprocess.run([PROGRAM, str(example), "--no-transfer-disks", "--output-dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 9 and all(f"refused: {r}" in done.stderr for r in refusals), done.stderr
+        return
     handle, clusters = schedd
     cluster = submit(str(example), "--no-transfer-disks", "--hypervisor", "any", "--output-dir", str(tmp_path),
                      clusters=clusters)

@@ -18,15 +18,15 @@ from click.testing import CliRunner
 from lxml import etree
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.checks.policy import Policy
+from condor_vmsubmit.checks.safety import check_domain
 from condor_vmsubmit.cli.libvirt_submit import main as libvirt_submit
 from condor_vmsubmit.cli.ovf_submit import main as ovf_submit
 from condor_vmsubmit.cli.vmdk_submit import main as vmdk_submit
 from condor_vmsubmit.errors import InputError
 from condor_vmsubmit.isobuild import build_iso
 from condor_vmsubmit.media import add_removable
-from condor_vmsubmit.policy import Policy
 from condor_vmsubmit.runner.render import render_spec, replay_domain
-from condor_vmsubmit.runner.safety import check_domain
 from condor_vmsubmit.runner.sandbox import Sandbox
 from condor_vmsubmit.spec import Disk, VMSpec
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit import __version__
+from condor_vmsubmit.checks import knobs, safety
 from condor_vmsubmit.discover import (
     HYPERVISOR_FACTS,
     NODE_ATTRIBUTES,
@@ -26,7 +27,6 @@ from condor_vmsubmit.discover import (
     build_ad,
 )
 from condor_vmsubmit.kvmprobe import ProbeResult
-from condor_vmsubmit.runner import safety
 
 from test_safety import domain, refusals, sandbox  # noqa: F401 - sandbox is a fixture
 
@@ -258,7 +258,8 @@ def _efi() -> None:
 @case("DISK_BUSES")
 def _disk_buses() -> None:
     assert seen()["VM_KVM_ATTR_DISK_BUSES"] == '"ide,sata,virtio"'
-    assert seen(allowed_buses=("VirtIO", "sata"))["VM_KVM_ATTR_DISK_BUSES"] == '"sata,virtio"'
+    allowed = knobs.ALLOWED_BUSES.value({"VMSUBMIT_ALLOWED_BUSES": "VirtIO, sata"})
+    assert seen(allowed_buses=allowed)["VM_KVM_ATTR_DISK_BUSES"] == '"sata,virtio"'
 
 
 @case("NIC_MODELS")

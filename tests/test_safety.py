@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from condor_vmsubmit.runner.safety import check_domain, pin_graphics_to_loopback
+from condor_vmsubmit.checks.safety import check_domain, pin_graphics_to_loopback
 from condor_vmsubmit.xmlsafe import parse_bytes, parse_file
 
 from conftest import CORPUS, expected

@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from lxml import etree
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.checks.safety import check_domain
 from condor_vmsubmit.cli.libvirt_submit import main as libvirt_submit
 from condor_vmsubmit.errors import InputError, UnsafeInputError
 from condor_vmsubmit.runner.render import render_spec
-from condor_vmsubmit.runner.safety import check_domain
 from condor_vmsubmit.runner.sandbox import Sandbox
 from condor_vmsubmit.runner.shares import add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from condor_vmsubmit.shared_folders import add_shares

@@ -15,7 +15,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(prog: str, error: VMSubmitError) -> None:
-    """Print ``prog: error: FILE:LINE: message`` on stderr and exit with the error's code."""
+    """Print ``prog: error: FILE:LINE: message`` on stderr (after its detail lines, if any) and exit
+    with the error's code."""
+    for detail in error.details:
+        click.echo(f"{prog}: {' '.join(detail.split())}", err=True)
     click.echo(f"{prog}: error: {error.one_line()}", err=True)
     sys.exit(error.exit_code)
 

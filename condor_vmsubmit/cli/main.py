@@ -72,13 +72,16 @@ def policy_check(file: Path, stylesheets: tuple[Path, ...], max_memory: str | No
     FILE is libvirt domain XML, an OVF/OVA appliance or a disk image; the policy sees the
     domain the runner would start from it, as on the execute node.  Without policy options,
     the policy comes from this machine's HTCondor configuration (VMSUBMIT_POLICY_XSLT,
-    VMSUBMIT_MAX_MEMORY_MB, VMSUBMIT_MAX_VCPUS, VMSUBMIT_ALLOWED_NETWORKS, VMSUBMIT_ALLOWED_BUSES).
-    Exits 5 when the policy rejects the VM.
+    VMSUBMIT_MAX_MEMORY_MB, VMSUBMIT_MAX_VCPUS, VMSUBMIT_ALLOWED_NETWORKS, VMSUBMIT_ALLOWED_BUSES,
+    VMSUBMIT_ALLOW_HOST_MEDIA).  Exits 5 when the policy rejects the VM, 9 when the safety rules
+    refuse it (one line per refused element), as they would on the execute node.
     """
     from lxml import etree
 
-    from ..errors import InputError, PolicyRejected
-    from ..policy import Policy, preflight
+    from ..checks import knobs
+    from ..checks.policy import Policy
+    from ..checks.preflight import preflight
+    from ..errors import InputError, PolicyRejected, SafetyRefused
     from ..units import UnitError, parse_size
 
     if stylesheets or max_memory or max_vcpus or allow_network or allow_bus:
@@ -86,14 +89,18 @@ def policy_check(file: Path, stylesheets: tuple[Path, ...], max_memory: str | No
             memory = parse_size(max_memory) if max_memory else None
         except UnitError as exc:
             raise InputError(f"--max-memory: {exc}") from None
-        policy = Policy(stylesheets, memory, max_vcpus, frozenset(allow_network), frozenset(allow_bus))
+        buses = knobs.ALLOWED_BUSES.parse("--allow-bus", " ".join(allow_bus))  # any case, as in the knob
+        policy = Policy(stylesheets, memory, max_vcpus, frozenset(allow_network), frozenset(buses))
     else:
         policy = Policy.from_config()
-    result = preflight(file, policy)
+    checked = preflight(file, policy)
+    result = checked.policy
     click.echo(f"policy: {result.verdict}")
     for line in result.changes + tuple(f"note: {note}" for note in result.notes):
         click.echo(f"  {line}")
     if result.verdict == "rejected":
         raise PolicyRejected(f"policy rejected the VM: {result.reason}", path=file)
+    if checked.refusals:
+        raise SafetyRefused(checked.refusals, path=file)
     if show_xml:
         click.echo(etree.tostring(result.root, encoding="unicode"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, SafetyRefused
 from ..formats.ovf import Appliance, choose_profile, open_appliance, spec_from_appliance
 from ..formats.ovf.extract import extract_disks, plan_disks
 from ..spec import VMSpec
@@ -100,7 +100,22 @@ def main(appliance: Path, profile: str | None, list_profiles: bool, system: str 
     if spec.extras.get("eula") == "yes" and not accept_eula and not options.dry_run:
         raise InputError("the appliance has a EULA: read it with --show-eula, then submit with --accept-eula",
                          path=appliance)
-    submit_spec(extract(spec, options), options)  # the translator reports spec.warnings as notes
+    folder = output_folder(spec, options)
+    before = set(folder.iterdir()) if folder.is_dir() else None
+    try:
+        submit_spec(extract(spec, options), options)  # the translator reports spec.warnings as notes
+    except SafetyRefused:  # nothing stays written: remove what extract() extracted from an OVA
+        if folder.is_dir():
+            for path in set(folder.iterdir()) - (before or set()):
+                path.unlink()
+            if before is None:
+                folder.rmdir()
+        raise
+
+
+def output_folder(spec: VMSpec, options: SubmitOptions) -> Path:
+    """Where the job's files go: --output-dir, else NAME.vmjob here."""
+    return (options.output_dir or Path.cwd() / f"{safe_file_stem(spec.name)}.vmjob").absolute()
 
 
 def extract(spec: VMSpec, options: SubmitOptions) -> VMSpec:
@@ -108,7 +123,7 @@ def extract(spec: VMSpec, options: SubmitOptions) -> VMSpec:
     into the output folder; on --dry-run only planned, on --no-transfer-disks left as named."""
     if options.no_transfer_disks or not any(disk.source for disk in spec.disks):
         return spec
-    folder = (options.output_dir or Path.cwd() / f"{safe_file_stem(spec.name)}.vmjob").absolute()
+    folder = output_folder(spec, options)
     if options.dry_run:
         click.echo(f"condor_ovf_submit: note: dry run: the disks are not verified; files to extract "
                    f"would go to {folder}", err=True)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import InputError, PolicyRejected, VMSubmitError
+from ..errors import InputError, PolicyRejected, SafetyRefused, VMSubmitError
 from ..media import with_media
 from ..shared_folders import add_shares
 from ..spec import VMSpec
@@ -143,13 +143,13 @@ def submit_spec(spec: VMSpec, options: SubmitOptions, extra_input_files: Iterabl
         sys.exit(_run_local(spec, options, extra))
     output_dir = (options.output_dir or Path.cwd() / f"{safe_file_stem(spec.name)}.vmjob").absolute()
     spec, isos = _with_media(spec, options, output_dir)
-    _check_policy(spec, options)
     runner = None
     if not options.dry_run and options.target == "runner":
         from ..submit import configured_runner
 
         runner = configured_runner()
     description = translate(spec, _translate_options(options, output_dir, extra, runner))
+    _check_vm(spec, options, description)
     if not options.as_json:
         _print_notes(description)
     _build_isos(isos, options, output_dir)
@@ -261,13 +261,13 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
     with tempfile.TemporaryDirectory(prefix="vmsubmit-local-") as folder:
         output_dir = options.output_dir.absolute() if options.output_dir else Path(folder)
         spec, isos = _with_media(spec, options, output_dir)
-        _check_policy(spec, options)
         if spec.shared_folders:
             raise InputError("--local does not take shared folders yet (--share or <filesystem>): it copies "
                              "files, not folders; submit the job instead")
+        local = replace(options, target="runner")
+        description = translate(spec, _translate_options(local, output_dir, extra, None))
+        _check_vm(spec, local, description)
         _build_isos(isos, options, output_dir)
-        description = translate(spec, _translate_options(replace(options, target="runner"), output_dir,
-                                                          extra, None))
         _print_notes(description, only_warnings=True)  # request_* notes mean nothing here
         _check_inputs(description)
         _make_dir(output_dir)
@@ -280,17 +280,24 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
         return run_local(spec, list(description.input_files))
 
 
-def _check_policy(spec: VMSpec, options: SubmitOptions) -> None:
-    """With --policy: the verdict the execute node's policy would reach, before anything else."""
-    if not options.policies:
+def _check_vm(spec: VMSpec, options: SubmitOptions, description: SubmitDescription) -> None:
+    """The execute side's checks, before anything is written or submitted: with --policy, the verdict
+    of those stylesheets; for the runner target, the safety rules, whose file rules see the files
+    ``description`` transfers.  (The stock VM universe never sees the user's XML: HTCondor writes its own.)"""
+    if not options.policies and options.target != "runner":
         return
-    from ..policy import Policy, preflight_spec
+    from ..checks.policy import Policy
+    from ..checks.preflight import preflight_spec
 
-    result = preflight_spec(spec, Policy(stylesheets=options.policies))
+    checked = preflight_spec(spec, Policy(stylesheets=options.policies), description.input_files, node_settings=False)
+    result = checked.policy
     if result.verdict == "rejected":
         raise PolicyRejected(f"admin policy rejects the VM: {result.reason}", path=spec.source_path)
-    verdict = "accepted" if result.verdict == "accepted" else f"modified: {result.summary()}"
-    click.echo(f"{_prog()}: policy: {verdict}", err=True)
+    if options.policies:
+        verdict = "accepted" if result.verdict == "accepted" else f"modified: {result.summary()}"
+        click.echo(f"{_prog()}: policy: {verdict}", err=True)
+    if checked.refusals and options.target == "runner":
+        raise SafetyRefused(checked.refusals, path=spec.source_path)
 
 
 def _print_notes(description: SubmitDescription, only_warnings: bool = False) -> None:

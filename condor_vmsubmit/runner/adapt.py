@@ -6,7 +6,7 @@ and a tablet into every graphical domain; ``virsh dumpxml`` of a running domain 
 pty paths, live graphics ports, socket paths under /var/lib/libvirt, ``<resource>`` partitions
 and the security driver's dynamic labels.  None of it is something the user asked the job for.
 What really reaches the host (host devices, static labels, host paths, bridges) is left for
-:func:`condor_vmsubmit.runner.safety.check_domain` to refuse.
+:func:`condor_vmsubmit.checks.safety.check_domain` to refuse.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import jobcontract
 from ..classads import script_managed
-from ..errors import UnsafeInputError, VMSubmitError
+from ..errors import ConfigError, UnsafeInputError, VMSubmitError
 from .chirp import Reporter
 from .guard import GuardianProcess
 from .sandbox import Sandbox, ad_files, read_spec, sandbox_root
@@ -83,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Bad input the runner cannot even start with: the job is held with the reason.
         reporter.set_attrs({jobcontract.HOLD_REASON_ATTR: error.one_line()})
         print(f"condor_vm_runner: error: {error.one_line()}", file=sys.stderr)
-        code = jobcontract.EXIT_REFUSED if isinstance(error, UnsafeInputError) else jobcontract.EXIT_START_FAILED
+        code = (jobcontract.EXIT_REFUSED if isinstance(error, UnsafeInputError)
+                else jobcontract.EXIT_MISMATCH if isinstance(error, ConfigError)  # the node's knobs, not the job
+                else jobcontract.EXIT_START_FAILED)
     finally:
         if guardian is not None:
             guardian.stop()

@@ -22,17 +22,17 @@ import libvirt
 from lxml import etree
 
 from .. import jobcontract
+from ..checks.policy import Policy
+from ..checks.preflight import judge
+from ..checks.safety import SandboxFiles
 from ..classads import script_managed
 from ..errors import VMSubmitError
-from ..policy import Policy, apply_policy
 from ..staged import image_dir_from_config
-from .adapt import efi_bootable_scsi
 from .chirp import Reporter
 from .guard import GuardianProcess, node_cache
 from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
-from .render import render_spec, replay_domain, to_text
-from .safety import check_domain, pin_graphics_to_loopback
+from .render import job_domain, to_text
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
@@ -168,30 +168,22 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     if problems:
         raise Stop(Outcome(jobcontract.EXIT_MISMATCH, "; ".join(problems)))
     domain_type = "kvm" if "kvm" in usable and job.spec.hypervisor in (None, "any", "kvm") else "qemu"
-    if job.user_domain is not None:
-        root, notes = replay_domain(pin_graphics_to_loopback(job.user_domain), job.sandbox,
-                                    domain_type=domain_type, job_id=job.job_id, spec=job.spec)
-        for note in notes:
-            reporter.say(note)
-    else:
-        root = render_spec(job.spec, job.sandbox, domain_type=domain_type, job_id=job.job_id)
-        for note in efi_bootable_scsi(root):
-            reporter.say(note)
+    root, notes = job_domain(job.spec, job.sandbox, job.user_domain, domain_type=domain_type, job_id=job.job_id)
+    for note in notes:
+        reporter.say(note)
     attach_backing(root, chains, job.sandbox)
     add_filesystems(root, _shares(job))
     policy = options.policy if options.policy is not None else Policy.from_config()
-    result = apply_policy(root, policy, path=job.sandbox.domain_xml_file)
+    verdict = judge(root, job.spec, policy, SandboxFiles(job.sandbox.root), path=job.sandbox.domain_xml_file,
+                    image_dir=image_dir)
+    result = verdict.policy
     if result.verdict == "rejected" or result.root is None:
         raise Stop(Outcome(jobcontract.EXIT_REFUSED, f"admin policy: {result.reason}"))
     if result.verdict == "modified":
         reporter.set_attrs({jobcontract.POLICY_CHANGES_ATTR: result.summary()})
         reporter.log(f"admin policy changed the VM: {result.summary()}")
-    declared = {job.sandbox.file(disk.source).name for disk in job.spec.disks if disk.backing and disk.source}
-    refusals = check_domain(result.root, job.sandbox.root, allowed_networks=policy.allowed_networks,
-                            allow_host_media=policy.allow_host_media, image_dir=image_dir,
-                            declared_backing=declared)
-    if refusals:
-        raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in refusals)))
+    if verdict.refusals:
+        raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in verdict.refusals)))
     return result.root
 
 

@@ -5,7 +5,7 @@ admin's image folder (never a path of the job's choosing), creates the overlay
 (``qemu-img create -f qcow2 -b BASE -F FMT``) unless a restored checkpoint brought
 it back, and gives the spec the overlay instead.  :func:`attach_backing` then writes
 the backing chain into the domain XML explicitly, so libvirt never reads it from the
-overlay's header; :func:`condor_vmsubmit.runner.safety.check_domain` accepts such a
+overlay's header; :func:`condor_vmsubmit.checks.safety.check_domain` accepts such a
 chain only when its base lies in the image folder.
 """
 

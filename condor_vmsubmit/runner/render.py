@@ -5,7 +5,7 @@ unique name, a UUID and MAC addresses derived from the job (stable across
 restarts, so a saved state restores), explicit disk formats, every file inside the sandbox, user-mode
 networking with the link state honoured, the serial console written to a file in the
 sandbox, ACPI (so a guest's poweroff ends the domain) and no reboot on poweroff.
-What safety still refuses is left for :func:`condor_vmsubmit.runner.safety.check_domain`.
+What safety still refuses is left for :func:`condor_vmsubmit.checks.safety.check_domain`.
 """
 
 from __future__ import annotations
@@ -226,3 +226,16 @@ def _in_sandbox(path: str, sandbox: Sandbox) -> bool:
 def to_text(root: etree._Element) -> str:
     return etree.tostring(root, encoding="unicode", pretty_print=True)
 
+
+
+def job_domain(spec: VMSpec, sandbox: Sandbox, user: etree._Element | None, *, domain_type: str,
+               job_id: str) -> tuple[etree._Element, list[str]]:
+    """The domain a job starts, and notes on what was adapted: the user's XML (graphics pinned to
+    loopback) replayed, else the spec rendered.  The runner starts it; the submit side checks it."""
+    from ..checks.safety import pin_graphics_to_loopback
+
+    if user is not None:
+        return replay_domain(pin_graphics_to_loopback(user), sandbox, domain_type=domain_type, job_id=job_id,
+                             spec=spec)
+    root = render_spec(spec, sandbox, domain_type=domain_type, job_id=job_id)
+    return root, efi_bootable_scsi(root)

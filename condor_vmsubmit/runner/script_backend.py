@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import jobcontract
-from ..config import knob
+from ..checks import knobs
 from ..errors import InputError
 from .chirp import Reporter
 from .job import Job
@@ -21,14 +21,12 @@ from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_stat
 from .script_protocol import ScriptOutcome, find_script, last_line, read_tail, run_action, start_guest
 from .verify import verify_match
 
-SCRIPT_DIR_KNOB = "VMSUBMIT_SCRIPT_DIR"
 JOB_AD_FILE = "job.ad"
 
 
 def configured_script_dir() -> Path | None:
     """The admin's script folder from the HTCondor configuration, if set."""
-    value = knob(SCRIPT_DIR_KNOB)
-    return Path(value) if value else None
+    return knobs.configured(knobs.SCRIPT_DIR)
 
 
 def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signals: Signals) -> Outcome:
@@ -36,7 +34,7 @@ def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signal
     hypervisor = job.spec.hypervisor or str(job.job_ad.get("VM_HYPERVISOR", ""))
     if script_dir is None:
         raise Stop(Outcome(jobcontract.EXIT_MISMATCH,
-                           f"script-managed hypervisor '{hypervisor}' asked for, but {SCRIPT_DIR_KNOB} "
+                           f"script-managed hypervisor '{hypervisor}' asked for, but {knobs.SCRIPT_DIR.name} "
                            "is not configured on this execute node"))
     try:
         script = find_script(hypervisor, script_dir)

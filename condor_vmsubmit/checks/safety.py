@@ -5,6 +5,13 @@ disks that lie inside the sandbox, the first bytes of their image headers; it ne
 reads or opens anything outside the job's sandbox.  It returns every
 :class:`Refusal` it finds (an empty list means the XML may be started).
 
+Both sides run the same rules.  The structural rules read only the XML; the file rules ask a
+:class:`Files` view for each file the XML names: the runner's :class:`SandboxFiles` sees the job's
+sandbox on the execute node (symlinks resolved), the submit side's :class:`TransferredFiles` sees
+the files the job will transfer, on the submit host, under the names they get in the sandbox.  What
+only the execute node can know (whether its QEMU emulator or a firmware file exists, a file that is
+not transferred) passes on the submit side and is judged again by the runner.
+
 What is refused, and why:
 
 * hypervisor pass-through: any element of a libvirt hypervisor namespace
@@ -48,15 +55,17 @@ import ipaddress
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from lxml import etree
 
 from ..errors import VMSubmitError
 from ..images.diskimage import read_header, read_image
 from ..images.imageio import ImageInfo
+from ..spec import VMSpec
 
 LIBVIRT_NS_PREFIX = "http://libvirt.org/schemas/domain/"
 LOOPBACK = "127.0.0.1"
@@ -97,31 +106,112 @@ class Refusal:
         return f"{where}: {self.reason}"
 
 
+class Files(Protocol):
+    """How one side sees the files a domain names; the file rules ask it, nothing else does."""
+
+    @property
+    def sandbox(self) -> Path:
+        """The job's sandbox, as the domain's paths name it."""
+
+    def real(self, value: str) -> Path:
+        """Where the absolute path ``value`` leads on the execute node, as far as this side can tell."""
+
+    def readable(self, path: Path) -> Path | None:
+        """The file to read for ``path`` in the sandbox; None when this side does not have it."""
+
+    def sandboxed(self, local: Path) -> bool:
+        """Whether the file this side read at ``local`` is in the job's sandbox."""
+
+    def host_file(self, value: str, *, executable: bool = False) -> bool | None:
+        """Whether the execute node has the (executable) file ``value``; None when this side cannot tell."""
+
+
+@dataclass(frozen=True)
+class SandboxFiles:
+    """The runner's view: the job's sandbox on this execute node, every symlink resolved."""
+
+    root: Path
+
+    @property
+    def sandbox(self) -> Path:
+        return Path(os.path.realpath(self.root))
+
+    def real(self, value: str) -> Path:
+        return Path(os.path.realpath(value))
+
+    def readable(self, path: Path) -> Path | None:
+        return path
+
+    def sandboxed(self, local: Path) -> bool:
+        return Path(os.path.realpath(local)).parent == self.sandbox
+
+    def host_file(self, value: str, *, executable: bool = False) -> bool | None:
+        real = os.path.realpath(value)
+        return os.path.isfile(real) and (not executable or os.access(real, os.X_OK))
+
+
+@dataclass(frozen=True)
+class TransferredFiles:
+    """The submit side's view: the sandbox-to-be holds the transferred ``files`` (name in the sandbox →
+    file on the submit host; HTCondor copies contents, so no symlink survives the transfer); any other
+    path belongs to the execute node, which this side cannot see."""
+
+    sandbox: Path
+    files: Mapping[str, Path]
+
+    def real(self, value: str) -> Path:
+        """``value`` with ``..`` and ``.`` resolved in the text (the execute node's symlinks are unknown).
+
+        >>> TransferredFiles(Path("/job"), {}).real("/job/../etc/passwd")
+        PosixPath('/etc/passwd')
+        """
+        return Path(os.path.normpath(value))
+
+    def readable(self, path: Path) -> Path | None:
+        local = self.files.get(path.name) if path.parent == self.sandbox else None
+        return local if local is not None and local.is_file() else None
+
+    def sandboxed(self, local: Path) -> bool:
+        sent = self.files.get(local.name)
+        return sent is not None and os.path.realpath(sent) == os.path.realpath(local)
+
+    def host_file(self, value: str, *, executable: bool = False) -> bool | None:
+        return None
+
+
 @dataclass(frozen=True)
 class _Context:
-    sandbox: Path
-    allowed_networks: frozenset[str]
+    files: Files
+    allowed_networks: frozenset[str] | None
     images: dict[tuple[Path, str], tuple[str, ...]] = field(default_factory=dict)  # reasons per image read
-    allow_host_media: bool = False
+    allow_host_media: bool | None = False
     image_dir: Path | None = None
     declared_backing: frozenset[str] = frozenset()
 
+    @property
+    def sandbox(self) -> Path:
+        return self.files.sandbox
 
-def check_domain(root: etree._Element, sandbox: Path, *,
-                 allowed_networks: Iterable[str] = (), allow_host_media: bool = False,
+
+def check_domain(root: etree._Element, sandbox: Path | Files, *,
+                 allowed_networks: Iterable[str] | None = (), allow_host_media: bool | None = False,
                  image_dir: str | Path | None = None, declared_backing: Iterable[str] = ()) -> list[Refusal]:
-    """Every reason the domain XML ``root`` may not be handed to libvirt for a job in ``sandbox``.
+    """Every reason the domain XML ``root`` may not be handed to libvirt for a job in ``sandbox``
+    (a folder on this execute node, or a :class:`Files` view of the job's files).
 
     ``allowed_networks`` names the libvirt networks and host bridges the admin lets
     jobs join (VMSUBMIT_ALLOWED_NETWORKS); without it only user-mode networking passes.
     ``allow_host_media`` lets host cdrom and floppy drives through (VMSUBMIT_ALLOW_HOST_MEDIA).
+    None for either means this side does not know the execute node's setting (the submit side
+    reading no configuration): what it would decide passes, and the runner decides.
     ``image_dir`` is the admin's folder of staged images a ``<backingStore>`` may name.
     ``declared_backing`` names the images whose backing chain the user declared at submit time
     (``--allow-backing``); such a chain passes when every file of it is in the sandbox and every
     backing format is recorded in the headers, so libvirt never probes one.
     Linear in the size of the XML; each image's headers are read once.
     """
-    context = _Context(Path(os.path.realpath(sandbox)), frozenset(allowed_networks),
+    files = SandboxFiles(sandbox) if isinstance(sandbox, Path) else sandbox
+    context = _Context(files, None if allowed_networks is None else frozenset(allowed_networks),
                        allow_host_media=allow_host_media,
                        image_dir=Path(os.path.realpath(image_dir)) if image_dir else None,
                        declared_backing=frozenset(declared_backing))
@@ -130,6 +220,11 @@ def check_domain(root: etree._Element, sandbox: Path, *,
         for reason in _reasons(element, context):
             refusals.append(Refusal(name, element.sourceline, reason))
     return refusals
+
+
+def declared_backing(spec: VMSpec) -> frozenset[str]:
+    """The sandbox names of the images whose backing chain the user declared (``--allow-backing``)."""
+    return frozenset(PurePosixPath(disk.source).name for disk in spec.disks if disk.backing and disk.source)
 
 
 def pin_graphics_to_loopback(root: etree._Element) -> etree._Element:
@@ -201,33 +296,35 @@ def _path_reasons(element: etree._Element, parent_tag: str | None, context: _Con
                 yield from _outside(value, f"{attribute}=", context)
     for attribute, value in element.attrib.items():
         if (element.tag, attribute) in _PATH_ATTRS and not (element.tag == "target" and parent_tag != "lease"):
-            if (element.tag, attribute) == ("nvram", "template") and _system_firmware(value):
+            if (element.tag, attribute) == ("nvram", "template") and _system_firmware(value, context.files):
                 continue  # a read-only template libvirt copies into the VM's own nvram
             yield from _outside(value, f"{attribute}=", context)
     if (parent_tag, element.tag) in _PATH_TEXT and (element.text or "").strip():
         if parent_tag == "source" and element.getparent().getparent().tag != "memory":
             return
-        if element.tag == "loader" and element.get("readonly") == "yes" and _system_firmware(element.text.strip()):
+        if (element.tag == "loader" and element.get("readonly") == "yes"
+                and _system_firmware(element.text.strip(), context.files)):
             return
         yield from _outside(element.text.strip(), "", context)
 
 
-def _system_firmware(value: str) -> bool:
+def _system_firmware(value: str, files: Files) -> bool:
     """A firmware file the host's packages installed (OVMF, AAVMF, SeaBIOS under /usr/share):
     world-readable, so a guest may map it read-only.
 
-    >>> _system_firmware("/usr/share/../../etc/passwd"), _system_firmware("/etc/passwd")
+    >>> here = SandboxFiles(Path("/tmp"))
+    >>> _system_firmware("/usr/share/../../etc/passwd", here), _system_firmware("/etc/passwd", here)
     (False, False)
     """
-    real = os.path.realpath(value) if value.startswith("/") else ""
-    return real.startswith(SYSTEM_FIRMWARE_DIR) and os.path.isfile(real)
+    real = str(files.real(value)) if value.startswith("/") else ""
+    return real.startswith(SYSTEM_FIRMWARE_DIR) and files.host_file(real) is not False
 
 
-def _emulator(element: etree._Element, _context: _Context) -> Iterator[str]:
+def _emulator(element: etree._Element, context: _Context) -> Iterator[str]:
     """Only the host's own QEMU system emulators; anything else would run a program of the user's choosing."""
     path = (element.text or "").strip()
-    real = os.path.realpath(path) if path.startswith("/") else ""
-    if not (_SYSTEM_EMULATOR.fullmatch(real) and os.access(real, os.X_OK)):
+    real = str(context.files.real(path)) if path.startswith("/") else ""
+    if not (_SYSTEM_EMULATOR.fullmatch(real) and context.files.host_file(real, executable=True) is not False):
         yield f"emulator '{path}' is not one of the host's QEMU system emulators; leave <emulator> out"
 
 
@@ -237,7 +334,7 @@ def _outside(value: str, label: str, context: _Context) -> Iterator[str]:
         yield f"{label}'{value}' is not an absolute path inside the job's sandbox"
         return
     try:
-        real = Path(os.path.realpath(value))
+        real = context.files.real(value)
     except (OSError, ValueError) as exc:
         yield f"{label}'{value}' cannot be resolved: {exc}"
         return
@@ -251,7 +348,7 @@ def _inside(value: str | None, context: _Context) -> Path | None:
     if not value or not value.startswith("/"):
         return None
     try:
-        real = Path(os.path.realpath(value))
+        real = context.files.real(value)
     except (OSError, ValueError):
         return None
     return real if real == context.sandbox or context.sandbox in real.parents else None
@@ -291,9 +388,12 @@ def _disk(element: etree._Element, context: _Context) -> Iterator[str]:
     if fmt not in CHECKABLE_FORMATS:
         yield f"disk format '{fmt}' cannot be checked for backing files; use one of {', '.join(CHECKABLE_FORMATS)}"
         return
-    image = _inside(path, context)
-    if image is None or fmt in ("raw", "iso"):
+    inside = _inside(path, context)
+    if inside is None or fmt in ("raw", "iso"):
         return  # outside: the path rule on <source> refused it; raw: QEMU interprets nothing inside
+    image = context.files.readable(inside)
+    if image is None:
+        return  # not a file this side has (not transferred): the execute side reads it
     backing = element.find("backingStore")
     if backing is not None and _staged_base(backing, context):
         yield from _overlay_reasons(image, fmt, context)
@@ -307,13 +407,13 @@ def _host_media(element: etree._Element, context: _Context) -> Iterator[str]:
     """A host cdrom or floppy drive (``<disk type='block' device='cdrom'>``): refused unless the
     admin allows host media, and then only a device under /dev."""
     device = element.get("device")
-    if not context.allow_host_media:
+    if context.allow_host_media is False:
         yield (f"the host's {device} drive cannot be passed to a job's guest (an admin allows it with "
                "VMSUBMIT_ALLOW_HOST_MEDIA = true); send the image with --cdrom or --floppy")
         return
     source = element.find("source")
     path = source.get("dev") if source is not None else None
-    if path and not os.path.realpath(path).startswith("/dev/"):
+    if path and not str(context.files.real(path)).startswith("/dev/"):
         yield f"a host {device} drive must be a device under /dev, not '{path}'"
 
 
@@ -340,7 +440,7 @@ def _declared_chain_reasons(info: ImageInfo, context: _Context) -> Iterator[str]
         if node.parent is None:
             yield f"image {name}: its backing file '{node.backing}' is not next to it in the sandbox"
             return
-        if Path(os.path.realpath(node.parent.path)).parent != context.sandbox:
+        if not context.files.sandboxed(Path(node.parent.path)):
             yield f"image {name}: its backing file '{node.backing}' is outside the job's sandbox"
             return
         if node.format == "qcow2" and not node.backing_format:
@@ -357,9 +457,9 @@ def _staged_base(backing: etree._Element, context: _Context) -> bool:
     fmt = backing.find("format")
     if context.image_dir is None or source is None or backing.get("type", "file") != "file":
         return False
-    real = Path(os.path.realpath(source.get("file") or "/"))
+    real = context.files.real(source.get("file") or "/")
     end = backing.find("backingStore")
-    return (real.parent == context.image_dir and real.is_file() and fmt is not None
+    return (real.parent == context.image_dir and context.files.host_file(str(real)) is True and fmt is not None
             and fmt.get("type") in ("raw", "qcow2") and (end is None or end.find("source") is None))
 
 
@@ -370,7 +470,7 @@ def _overlay_reasons(image: Path, fmt: str, context: _Context) -> Iterator[str]:
     except VMSubmitError as error:
         yield f"image {image.name}: {error.message}"
         return
-    backing = Path(os.path.realpath(image.parent / info.backing)) if info.backing else None
+    backing = context.files.real(str(image.parent / info.backing)) if info.backing else None
     if fmt != "qcow2" or info.format != "qcow2":
         yield f"the overlay {image.name} of a staged image must be a qcow2 image"
     elif backing is None or backing.parent != context.image_dir:
@@ -390,7 +490,7 @@ def _interface(element: etree._Element, context: _Context) -> Iterator[str]:
     source = element.find("source")
     if kind in ("network", "bridge"):
         name = source.get(kind) if source is not None else None
-        if name not in context.allowed_networks:
+        if context.allowed_networks is not None and name not in context.allowed_networks:
             allowed = ", ".join(sorted(context.allowed_networks)) or "none"
             yield (f"{kind} '{name}' is not one the admin allows (VMSUBMIT_ALLOWED_NETWORKS: {allowed}); "
                    "use <interface type='user'>")

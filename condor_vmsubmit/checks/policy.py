@@ -25,21 +25,14 @@ from typing import Literal
 
 from lxml import etree
 
-from .errors import InputError, UnsafeInputError
-from .formats.libvirt import spec_from_domain
-from .spec import VMSpec
-from .units import UnitError, human_bytes, libvirt_bytes
-from .xmlsafe import parse_file
+from ..errors import InputError, UnsafeInputError
+from ..formats.libvirt import spec_from_domain
+from ..spec import VMSpec
+from ..units import UnitError, human_bytes, libvirt_bytes
+from ..xmlsafe import parse_file
+from . import knobs
 
 XSL_NS = "http://www.w3.org/1999/XSL/Transform"
-KNOB_STYLESHEETS = "VMSUBMIT_POLICY_XSLT"
-KNOB_MAX_MEMORY = "VMSUBMIT_MAX_MEMORY_MB"
-KNOB_MAX_VCPUS = "VMSUBMIT_MAX_VCPUS"
-KNOB_NETWORKS = "VMSUBMIT_ALLOWED_NETWORKS"
-KNOB_BUSES = "VMSUBMIT_ALLOWED_BUSES"
-KNOB_HOST_MEDIA = "VMSUBMIT_ALLOW_HOST_MEDIA"
-CONFIG = "HTCondor configuration"
-PREFLIGHT_JOB_ID = "policy-check"  # stands in for the job id the runner derives names and MACs from
 
 Verdict = Literal["accepted", "modified", "rejected"]
 _SIZE_ELEMENTS = ("memory", "currentMemory", "maxMemory")
@@ -68,23 +61,18 @@ class Policy:
         >>> policy.max_memory_bytes, sorted(policy.allowed_buses), policy.allowed_networks
         (4294967296, ['sata', 'virtio'], frozenset())
         """
+        used = (knobs.POLICY_XSLT, knobs.MAX_MEMORY_MB, knobs.MAX_VCPUS, knobs.ALLOWED_NETWORKS,
+                knobs.ALLOWED_BUSES, knobs.ALLOW_HOST_MEDIA)
         if params is None:
-            from .config import knobs
-
-            params = knobs((KNOB_STYLESHEETS, KNOB_MAX_MEMORY, KNOB_MAX_VCPUS, KNOB_NETWORKS, KNOB_BUSES,
-                            KNOB_HOST_MEDIA))
-
-        def words(knob: str) -> tuple[str, ...]:
-            return tuple(w for w in re.split(r"[\s,]+", params.get(knob) or "") if w)
-
-        memory_mib = _whole_number(params, KNOB_MAX_MEMORY)
+            params = knobs.read(used)
+        memory_mib = knobs.MAX_MEMORY_MB.value(params)
         return cls(
-            stylesheets=tuple(Path(w) for w in words(KNOB_STYLESHEETS)),
+            stylesheets=knobs.POLICY_XSLT.value(params),
             max_memory_bytes=memory_mib * 1024**2 if memory_mib is not None else None,
-            max_vcpus=_whole_number(params, KNOB_MAX_VCPUS),
-            allowed_networks=frozenset(words(KNOB_NETWORKS)),
-            allowed_buses=frozenset(words(KNOB_BUSES)),
-            allow_host_media=_boolean(params, KNOB_HOST_MEDIA),
+            max_vcpus=knobs.MAX_VCPUS.value(params),
+            allowed_networks=frozenset(knobs.ALLOWED_NETWORKS.value(params)),
+            allowed_buses=frozenset(knobs.ALLOWED_BUSES.value(params)),
+            allow_host_media=knobs.ALLOW_HOST_MEDIA.value(params),
         )
 
 
@@ -106,27 +94,6 @@ class PolicyResult:
             return "accepted unchanged"
         more = len(self.changes) - limit
         return "; ".join(self.changes[:limit]) + (f"; and {more} more" if more > 0 else "")
-
-
-def _whole_number(params: Mapping[str, str], knob: str) -> int | None:
-    text = (params.get(knob) or "").strip()
-    if not text:
-        return None
-    if not text.isdigit():
-        raise InputError(f"{knob} = '{text}' is not a whole number", path=CONFIG)
-    return int(text)
-
-
-def _boolean(params: Mapping[str, str], knob: str) -> bool:
-    """An HTCondor boolean knob, false when unset.
-
-    >>> _boolean({"K": "True"}, "K"), _boolean({}, "K")
-    (True, False)
-    """
-    text = (params.get(knob) or "false").strip().lower()
-    if text not in ("true", "false", "yes", "no", "1", "0"):
-        raise InputError(f"{knob} = '{text}' is not true or false", path=CONFIG)
-    return text in ("true", "yes", "1")
 
 
 def load_stylesheet(path: Path) -> etree.XSLT:
@@ -175,60 +142,25 @@ def apply_policy(domain_root: etree._Element, policy: Policy, *, path: str | Pat
     return PolicyResult("modified" if changes else "accepted", current, changes, notes=tuple(notes))
 
 
-def preflight(path: str | Path, policy: Policy) -> PolicyResult:
-    """The verdict the execute side would reach for the VM in ``path`` (libvirt XML, OVF/OVA or a
-    disk image), before anything is submitted."""
-    from .formats import load
-
-    return preflight_spec(load(path), policy)
-
-
-def preflight_spec(spec: VMSpec, policy: Policy) -> PolicyResult:
-    """The verdict the execute side would reach for ``spec``, before anything is submitted.
-
-    As on the execute node, the policy sees the domain the runner would start: the user's
-    XML replayed (libvirt sources), or the spec rendered (:mod:`condor_vmsubmit.runner.render`),
-    with file paths as they will be in the job's sandbox.
-    """
-    from .runner.render import render_spec, replay_domain
-    from .runner.safety import pin_graphics_to_loopback
-    from .runner.sandbox import Sandbox
-
-    source = Path(spec.source_path or spec.name)
-    sandbox = Sandbox(source.resolve().parent)
-    if spec.source_format == "libvirt" and spec.source_path:
-        user = parse_file(spec.source_path)
-        root, _notes = replay_domain(pin_graphics_to_loopback(user), sandbox,
-                                     domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID, spec=spec)
-    else:
-        root = render_spec(spec, sandbox, domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID)
-    return apply_policy(root, policy, path=source)
-
-
-def _domain_type(spec: VMSpec) -> str:
-    """The domain type the runner would choose, assuming KVM works where the job asks for it."""
-    return "kvm" if spec.hypervisor == "kvm" else "qemu"
-
-
 def limit_problems(spec: VMSpec, policy: Policy) -> list[str]:
     """How ``spec`` exceeds the policy's simple limits (empty when it does not)."""
     problems = []
     if policy.max_memory_bytes is not None and spec.memory_bytes > policy.max_memory_bytes:
         problems.append(f"memory {human_bytes(spec.memory_bytes)} exceeds the admin's limit of "
-                        f"{human_bytes(policy.max_memory_bytes)} ({KNOB_MAX_MEMORY})")
+                        f"{human_bytes(policy.max_memory_bytes)} ({knobs.MAX_MEMORY_MB.name})")
     if policy.max_vcpus is not None and spec.vcpus > policy.max_vcpus:
-        problems.append(f"{spec.vcpus} vcpus exceed the admin's limit of {policy.max_vcpus} ({KNOB_MAX_VCPUS})")
+        problems.append(f"{spec.vcpus} vcpus exceed the admin's limit of {policy.max_vcpus} ({knobs.MAX_VCPUS.name})")
     networks = ", ".join(sorted(policy.allowed_networks)) or "none"
     for number, nic in enumerate(spec.nics, 1):
         if nic.network_kind in ("network", "bridge") and nic.network not in policy.allowed_networks:
             problems.append(f"interface {number} joins {nic.network_kind} '{nic.network}', not one the admin "
-                            f"allows ({KNOB_NETWORKS}: {networks})")
+                            f"allows ({knobs.ALLOWED_NETWORKS.name}: {networks})")
     if policy.allowed_buses:
         buses = ", ".join(sorted(policy.allowed_buses))
         for number, disk in enumerate(spec.disks, 1):
             if disk.bus not in policy.allowed_buses:
                 problems.append(f"disk {number} ({disk.target or disk.device}) uses bus '{disk.bus}', not one the "
-                                f"admin allows ({KNOB_BUSES}: {buses})")
+                                f"admin allows ({knobs.ALLOWED_BUSES.name}: {buses})")
     return problems
 
 
