@@ -22,12 +22,14 @@ DEFAULT_RUNNER = "/usr/local/bin/condor_vm_runner"
 # Runner exit codes.  A guest's own exit status 0..GUEST_STATUS_MAX passes through unchanged;
 # the codes above it are the runner's own.
 GUEST_STATUS_MAX = 84
-EXIT_CHECKPOINTED = 85          # state saved after SIGTERM: checkpoint_exit_code
+EXIT_CHECKPOINTED = 85          # guest state saved into CHECKPOINT_DIR (SIGTERM, or periodic): checkpoint_exit_code
 EXIT_REFUSED = 110              # safety rules or admin policy refused the VM (job held)
 EXIT_MISMATCH = 111             # post-match verification failed: this slot cannot run it (job held)
 EXIT_START_FAILED = 112         # the hypervisor failed to start the guest (job held)
 EXIT_GUEST_CRASHED = 113        # the guest crashed or was destroyed (job held)
-HOLD_EXIT_CODES = (EXIT_REFUSED, EXIT_MISMATCH, EXIT_START_FAILED, EXIT_GUEST_CRASHED)
+EXIT_CHECKPOINT_FAILED = 114    # SIGTERM asked for a checkpoint and the guest's state could not be saved (job held)
+HOLD_EXIT_CODES = (EXIT_REFUSED, EXIT_MISMATCH, EXIT_START_FAILED, EXIT_GUEST_CRASHED, EXIT_CHECKPOINT_FAILED)
+EXIT_INTERRUPTED = 130          # SIGINT (Ctrl-C of --local, condor_vm_control stop --force): the guest was destroyed
 
 # Job attribute the runner sets through chirp before a hold exit; on_exit_hold_reason reads it.
 HOLD_REASON_ATTR = "VMHoldReason"

@@ -37,7 +37,6 @@ from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virti
 from .usage import UsageReporter, sample
 from .verify import verify_match
 
-EXIT_INTERRUPTED = 130
 USAGE_POLL_SECONDS = 0.2  # how often the watch loop looks whether a usage report is due
 SAVE_POLL_SECONDS = 0.005  # how often a checkpoint looks whether the save image is complete
 SAVE_IMAGE_COMPLETE = b"LibvirtQemudSave"  # libvirt's QEMU_SAVE_MAGIC (QEMU_SAVE_PARTIAL until then)
@@ -234,7 +233,7 @@ def watch(session: Session, domain: libvirt.virDomain, signals: Signals, job: Jo
                 domain.destroy()
             except libvirt.libvirtError:
                 pass  # it ended by itself meanwhile
-            return Outcome(EXIT_INTERRUPTED, "interrupted")
+            return Outcome(jobcontract.EXIT_INTERRUPTED, "interrupted")
         if usage.due():
             usage.report(sample(session.connection, domain))
         match signals.wait(timeout=USAGE_POLL_SECONDS):
@@ -250,7 +249,7 @@ def checkpoint(domain: libvirt.virDomain, job: Job) -> Outcome:
     error = save_guest(domain, partial)
     if error is not None:
         partial.unlink(missing_ok=True)
-        return Outcome(jobcontract.EXIT_GUEST_CRASHED, f"could not save the guest: {error}")
+        return Outcome(jobcontract.EXIT_CHECKPOINT_FAILED, f"could not save the guest: {error}")
     partial.rename(job.sandbox.save_file)
     return Outcome(jobcontract.EXIT_CHECKPOINTED)
 
@@ -326,6 +325,6 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
         if signals.checkpoint and job.sandbox.save_file.exists():
             return Outcome(jobcontract.EXIT_CHECKPOINTED)  # the saved state is still the guest's state
         if signals.checkpoint or signals.interrupt:
-            return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
+            return Outcome(jobcontract.EXIT_INTERRUPTED, "stopped before the guest started")
         domain = start(session, root, job, reporter)
         return watch(session, domain, signals, job, usage)

@@ -15,7 +15,7 @@ from ..config import knob
 from ..errors import InputError
 from .chirp import Reporter
 from .job import Job
-from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
+from .lifecycle import Outcome, Signals, Stop, guest_exit_status
 from .script_protocol import Outcome as ScriptOutcome
 from .script_protocol import find_script, last_line, run_action, start_guest
 from .verify import verify_match
@@ -59,7 +59,7 @@ def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signal
         reporter.set_attrs({jobcontract.POLICY_CHANGES_ATTR: f"{hypervisor} modified the job ad"})
         reporter.log(f"{hypervisor} modified the job ad:\n{verdict.stdout.strip()}")
     if signals.checkpoint or signals.interrupt:
-        return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
+        return Outcome(jobcontract.EXIT_INTERRUPTED, "stopped before the guest started")
 
     guest = start_guest(script, ad_file, job.sandbox.root, job.sandbox.spec_file, job.sandbox.console_log)
     return _watch(guest, action, job, signals, hypervisor)
@@ -74,12 +74,12 @@ def _watch(guest: subprocess.Popen, action, job: Job, signals: Signals, hypervis
                 return Outcome(jobcontract.EXIT_CHECKPOINTED)
             action("stop")
             guest.wait()
-            return Outcome(EXIT_INTERRUPTED, f"{hypervisor} could not checkpoint: {saved.reason}")
+            return Outcome(jobcontract.EXIT_CHECKPOINT_FAILED, f"{hypervisor} could not checkpoint: {saved.reason}")
         if signals.interrupt:
             action("stop")
             guest.kill()
             guest.wait()
-            return Outcome(EXIT_INTERRUPTED, "interrupted")
+            return Outcome(jobcontract.EXIT_INTERRUPTED, "interrupted")
         signals.wait(timeout=0.2)
     errors = guest.stderr.read() if guest.stderr else ""
     if guest.returncode != 0:
