@@ -12,7 +12,8 @@ import math
 SPEC_FILE = "vmspec.json"
 # A libvirt-sourced job also carries the user's domain XML, replayed as faithfully as safety allows.
 DOMAIN_XML_FILE = "domain.xml"
-# Saved guest state lives here; HTCondor transfers it back on eviction (transfer_checkpoint_files).
+# Saved guest state lives here; HTCondor keeps it with every checkpoint and eviction (transfer_checkpoint_files,
+# transfer_output_files with when_to_transfer_output = ON_EXIT_OR_EVICT).
 CHECKPOINT_DIR = "vm-checkpoint"
 
 # HTCondor config knob naming the runner on execute nodes, and its documented default.
@@ -30,6 +31,14 @@ EXIT_GUEST_CRASHED = 113        # the guest crashed or was destroyed (job held)
 EXIT_CHECKPOINT_FAILED = 114    # SIGTERM asked for a checkpoint and the guest's state could not be saved (job held)
 HOLD_EXIT_CODES = (EXIT_REFUSED, EXIT_MISMATCH, EXIT_START_FAILED, EXIT_GUEST_CRASHED, EXIT_CHECKPOINT_FAILED)
 EXIT_INTERRUPTED = 130          # SIGINT (Ctrl-C of --local, condor_vm_control stop --force): the guest was destroyed
+
+# Periodic checkpoints (docs/runner.md, "Checkpoints"): the job attribute giving the seconds between
+# two (0: none), its default, and the knobs bounding it on an execute node.
+CHECKPOINT_INTERVAL_ATTR = "VMCheckpointInterval"
+DEFAULT_CHECKPOINT_INTERVAL_SECONDS = 3600
+MIN_CHECKPOINT_INTERVAL_KNOB = "VMSUBMIT_MIN_CHECKPOINT_INTERVAL"  # no job checkpoints more often
+DEFAULT_MIN_CHECKPOINT_INTERVAL_SECONDS = 60
+MAX_CHECKPOINT_INTERVAL_KNOB = "VMSUBMIT_MAX_CHECKPOINT_INTERVAL"  # every job checkpoints at least this often
 
 # Job attribute the runner sets through chirp before a hold exit; on_exit_hold_reason reads it.
 HOLD_REASON_ATTR = "VMHoldReason"

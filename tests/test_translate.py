@@ -45,11 +45,14 @@ def test_runner_job_shape(web: VMSpec) -> None:
     assert commands["request_cpus"] == "4"
     assert commands["request_memory"] == str(request_memory_mib(4 * 1024**3))
     assert commands["checkpoint_exit_code"] == str(jobcontract.EXIT_CHECKPOINTED)
-    # the writable disks go with every checkpoint (a saved state is consistent only with them); the
-    # read-only seed ISO does not
-    assert commands["transfer_checkpoint_files"] == (
-        f"{jobcontract.CHECKPOINT_DIR}, web01-system.qcow2, web01-data.img")
-    assert commands["want_graceful_removal"] == "false"
+    # the writable disks go with every checkpoint (a saved state is consistent only with them), and
+    # with every eviction (ON_EXIT_OR_EVICT uploads the output files); the read-only seed ISO does not
+    travelling = f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}, web01-system.qcow2, web01-data.img"
+    assert commands["transfer_checkpoint_files"] == travelling
+    assert commands["when_to_transfer_output"] == "ON_EXIT_OR_EVICT"
+    assert commands["transfer_output_files"] == travelling
+    assert commands["want_graceful_removal"] == "true"  # a hold lets the runner save the guest
+    assert commands[f"MY.{jobcontract.CHECKPOINT_INTERVAL_ATTR}"] == str(jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS)
     assert commands["want_io_proxy"] == "true"
     for code in jobcontract.HOLD_EXIT_CODES:
         assert str(code) in commands["on_exit_hold"]
@@ -257,4 +260,12 @@ def test_every_emitted_vm_attribute_is_documented(web: VMSpec, kernel: VMSpec) -
 
 def test_pre_staged_disks_are_not_checkpointed(web: VMSpec) -> None:
     commands = runner(web, transfer_disks=False)
-    assert commands["transfer_checkpoint_files"] == jobcontract.CHECKPOINT_DIR
+    assert commands["transfer_checkpoint_files"] == f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}"
+
+
+def test_the_checkpoint_interval_becomes_a_job_attribute_and_zero_warns(web: VMSpec) -> None:
+    assert runner(web, checkpoint_interval=120)[f"MY.{jobcontract.CHECKPOINT_INTERVAL_ATTR}"] == "120"
+    description = translate(web, TranslateOptions(output_dir=OUT, checkpoint_interval=0))
+    assert dict(description.commands)[f"MY.{jobcontract.CHECKPOINT_INTERVAL_ATTR}"] == "0"
+    assert [n.level for n in description.notes if n.source == "checkpoints"] == ["warning"]
+    assert not [n for n in translate(web, TranslateOptions(output_dir=OUT)).notes if n.source == "checkpoints"]

@@ -76,9 +76,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .job import load_job
         from .lifecycle import Options, run
 
+        from ..config import knobs
+        from .periodic import checkpoint_interval
+
         job = load_job(ads, sandbox, spec)
+        every = checkpoint_interval(job.job_ad, knobs((jobcontract.MIN_CHECKPOINT_INTERVAL_KNOB,
+                                                       jobcontract.MAX_CHECKPOINT_INTERVAL_KNOB)))
         code = run(job, Options(uri=options.uri, usage_interval=options.usage_interval,
-                                script_dir=options.script_dir), reporter, guardian)
+                                script_dir=options.script_dir, checkpoint_interval=every), reporter, guardian)
     except VMSubmitError as error:
         # Bad input the runner cannot even start with: the job is held with the reason.
         reporter.set_attrs({jobcontract.HOLD_REASON_ATTR: error.one_line()})

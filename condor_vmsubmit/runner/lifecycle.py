@@ -2,9 +2,10 @@
 
 Exit codes (:mod:`condor_vmsubmit.jobcontract`): the guest's own status
 (``condor-vm-exit-status=N`` on its console, 0 when it powers off without one) up to
-``GUEST_STATUS_MAX``; ``EXIT_CHECKPOINTED`` after SIGTERM saved the guest into the
-sandbox; ``EXIT_REFUSED``, ``EXIT_MISMATCH``, ``EXIT_START_FAILED`` and
-``EXIT_GUEST_CRASHED`` with a hold reason (chirp ``VMHoldReason`` and stderr).
+``GUEST_STATUS_MAX``; ``EXIT_CHECKPOINTED`` once the guest is saved into the sandbox (on
+SIGTERM, or every ``Options.checkpoint_interval`` seconds); ``EXIT_REFUSED``, ``EXIT_MISMATCH``,
+``EXIT_START_FAILED``, ``EXIT_GUEST_CRASHED`` and ``EXIT_CHECKPOINT_FAILED`` with a hold reason
+(chirp ``VMHoldReason`` and stderr).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import signal
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
+from .savable import SAVABLE_FORMAT, ConversionError, adopt_converted, convert_unsavable
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
@@ -57,6 +60,7 @@ class Options:
     usage_interval: float = jobcontract.USAGE_INTERVAL_SECONDS
     policy: Policy | None = None           # None: read the HTCondor configuration
     script_dir: Path | None = None         # admin scripts for script-managed hypervisors (None: the knob)
+    checkpoint_interval: float | None = None  # seconds between periodic checkpoints (None: none)
 
 
 class Stop(Exception):
@@ -112,8 +116,6 @@ def _hypervisors_in_ad(job: Job) -> list[str] | None:
 
 def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     """The domain to start: verified against the slot, through the admin policy, checked for safety."""
-    if job.spec.shared_folders:  # transfer_output_files lists the console log then: it must exist
-        job.sandbox.console_log.touch()
     image_dir = image_dir_from_config()
     try:  # staged images: an overlay in the sandbox replaces each (docs/staged-images.md)
         spec, chains = use_staged_images(job.spec, job.sandbox, image_dir)
@@ -142,11 +144,23 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
         reporter.set_attrs({jobcontract.POLICY_CHANGES_ATTR: result.summary()})
         reporter.log(f"admin policy changed the VM: {result.summary()}")
     declared = {job.sandbox.file(disk.source).name for disk in job.spec.disks if disk.backing and disk.source}
-    refusals = check_domain(result.root, job.sandbox.root, allowed_networks=policy.allowed_networks,
-                            allow_host_media=policy.allow_host_media, image_dir=image_dir,
-                            declared_backing=declared)
-    if refusals:
-        raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in refusals)))
+
+    def refuse_unsafe() -> None:
+        refusals = check_domain(result.root, job.sandbox.root, allowed_networks=policy.allowed_networks,
+                                allow_host_media=policy.allow_host_media, image_dir=image_dir,
+                                declared_backing=declared)
+        if refusals:
+            raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in refusals)))
+
+    adopt_converted(result.root, job.sandbox)
+    refuse_unsafe()
+    try:  # a disk QEMU could not save becomes qcow2 (runner/savable.py), checked again as such
+        converted = convert_unsavable(result.root, job.sandbox)
+    except ConversionError as error:
+        raise Stop(Outcome(jobcontract.EXIT_START_FAILED, str(error)))
+    if converted:
+        reporter.log(f"converted to {SAVABLE_FORMAT} so that the guest can be checkpointed: {', '.join(converted)}")
+        refuse_unsafe()
     return result.root
 
 
@@ -222,12 +236,21 @@ def _stopped_outcome(detail: int, console_log: Path) -> Outcome:
 
 
 def watch(session: Session, domain: libvirt.virDomain, signals: Signals, job: Job,
-          usage: UsageReporter) -> Outcome:
-    """Wait for the guest to end, a signal, or the next usage report."""
+          usage: UsageReporter, every: float | None = None) -> Outcome:
+    """Wait for the guest to end, a signal, the next usage report or, ``every`` seconds, the next
+    periodic checkpoint.  A periodic save that fails leaves the guest running (libvirt resumes it),
+    with no more periodic checkpoints in this run."""
     uuid = domain.UUIDString()
+    next_save = time.monotonic() + every if every else None
     while True:
         if signals.checkpoint:
             return checkpoint(domain, job)
+        if next_save is not None and time.monotonic() >= next_save:
+            saved = checkpoint(domain, job)
+            if saved.code == jobcontract.EXIT_CHECKPOINTED:
+                return replace(saved, reason="periodic checkpoint")
+            usage.reporter.say(f"warning: periodic checkpoint failed, none more in this run: {saved.reason}")
+            next_save = None
         if signals.interrupt:
             try:
                 domain.destroy()
@@ -306,12 +329,16 @@ def run(job: Job, options: Options, reporter: Reporter, guardian: GuardianProces
         reporter.set_attrs({jobcontract.HOLD_REASON_ATTR: outcome.reason})
         reporter.say(f"error: {outcome.reason}")
     elif outcome.code == jobcontract.EXIT_CHECKPOINTED:
-        reporter.log(f"guest state saved into {jobcontract.CHECKPOINT_DIR}/ (exit {outcome.code})")
+        why = f"{outcome.reason}, " if outcome.reason else ""
+        reporter.log(f"guest state saved into {jobcontract.CHECKPOINT_DIR}/ ({why}exit {outcome.code})")
     return outcome.code
 
 
 def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
          guardian: GuardianProcess | None) -> Outcome:
+    # Both are output files (transfer_output_files): a job that ends early must not be held for their absence.
+    job.sandbox.checkpoint_dir.mkdir(exist_ok=True)
+    job.sandbox.console_log.touch()
     if script_managed(job.spec.hypervisor):
         from .script_backend import configured_script_dir, run_script_job
 
@@ -327,4 +354,4 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
         if signals.checkpoint or signals.interrupt:
             return Outcome(jobcontract.EXIT_INTERRUPTED, "stopped before the guest started")
         domain = start(session, root, job, reporter)
-        return watch(session, domain, signals, job, usage)
+        return watch(session, domain, signals, job, usage, options.checkpoint_interval)

@@ -1,0 +1,55 @@
+"""How often the runner saves the guest on its own: periodic checkpoints (docs/runner.md, "Checkpoints").
+
+HTCondor uploads a job's checkpoint files only when the job exits with its ``checkpoint_exit_code``
+on its own, and then restarts it in place.  So every ``VMCheckpointInterval`` seconds the runner
+saves the guest and exits 85; the next start restores it.  That saved state is what a job goes on
+from after its node vanished (a SIGKILL of the runner, a power failure).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import classad2
+
+from .. import jobcontract
+from ..errors import InputError
+
+
+def checkpoint_interval(job_ad: classad2.ClassAd, knobs: Mapping[str, str]) -> float | None:
+    """Seconds between two periodic checkpoints, or None for none.
+
+    The job's ``VMCheckpointInterval`` (0: none), raised to the node's
+    ``VMSUBMIT_MIN_CHECKPOINT_INTERVAL`` (default 60) and lowered to its
+    ``VMSUBMIT_MAX_CHECKPOINT_INTERVAL`` (unset: no upper bound; set, it applies to jobs that
+    asked for none as well).
+
+    >>> ad = classad2.ClassAd({"VMCheckpointInterval": 20})
+    >>> checkpoint_interval(ad, {}), checkpoint_interval(ad, {"VMSUBMIT_MIN_CHECKPOINT_INTERVAL": "10"})
+    (60.0, 20.0)
+    >>> none = classad2.ClassAd({"VMCheckpointInterval": 0})
+    >>> checkpoint_interval(none, {}), checkpoint_interval(none, {"VMSUBMIT_MAX_CHECKPOINT_INTERVAL": "900"})
+    (None, 900.0)
+    """
+    low = _seconds(knobs, jobcontract.MIN_CHECKPOINT_INTERVAL_KNOB) or \
+        float(jobcontract.DEFAULT_MIN_CHECKPOINT_INTERVAL_SECONDS)
+    high = _seconds(knobs, jobcontract.MAX_CHECKPOINT_INTERVAL_KNOB)
+    asked = job_ad.get(jobcontract.CHECKPOINT_INTERVAL_ATTR)
+    if isinstance(asked, bool) or not isinstance(asked, (int, float)) or asked <= 0:
+        return high
+    seconds = min(float(asked), high) if high else float(asked)
+    return max(seconds, low)
+
+
+def _seconds(knobs: Mapping[str, str], name: str) -> float | None:
+    """A knob's number of seconds, None when unset or 0; a knob that is no number is an error."""
+    text = knobs.get(name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"knob {name} is not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise InputError(f"knob {name} cannot be negative: {text!r}")
+    return value or None
