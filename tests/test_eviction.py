@@ -19,11 +19,14 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.formats import load
 from condor_vmsubmit.formats.diskimage import read_image
+from condor_vmsubmit.formats.ovf_staging import stage_disks
 from condor_vmsubmit.runner.lifecycle import save_image_complete
 from condor_vmsubmit.spec import Disk
 
-from guest import counts, guest_spec, make_sandbox, start_runner, stop_and_clean, wait_for
+from guest import (appliance_ova, bootable_disk, counts, guest_spec, make_sandbox, start_runner, stop_and_clean,
+                   wait_for)
 
 pytestmark = pytest.mark.guest
 
@@ -123,3 +126,27 @@ def test_a_vmdk_guest_is_converted_then_saved_and_restored(guest_dir, runners):
     again.send_signal(signal.SIGINT)
     _, stderr = again.communicate(timeout=BOOT)
     assert "converted to" not in stderr
+
+
+def test_an_ova_guest_booting_from_its_vmdk_is_saved_and_restored(guest_dir, runners, tmp_path):
+    ova = appliance_ova(bootable_disk(guest_dir, tmp_path / "boot.img", COUNTER), tmp_path / "counter.ova")
+    spec = load(ova)
+    staged = stage_disks(spec, tmp_path / "staged")  # as condor_ovf_submit does: the vmdk out of the tar
+    spec = staged.apply(spec)
+    sandbox = make_sandbox(guest_dir, "", job_id="42.0", spec=spec)  # no kernel boot: the disk boots
+    for path in staged.paths.values():
+        shutil.copy2(path, sandbox / path.name)
+    runner = start_runner(sandbox)
+    runners.append((runner, sandbox))
+    wait_for(lambda: len(counts(sandbox)) >= 5, BOOT, "the appliance to boot and count", runner)
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=BOOT)
+    assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, stderr
+    before = counts(sandbox)
+
+    again = start_runner(sandbox)
+    runners.append((again, sandbox))
+    wait_for(lambda: len(counts(sandbox)) >= len(before) + 5, BOOT, "the restored appliance to count on", again)
+    assert counts(sandbox)[len(before)] == before[-1] + 1
+    again.send_signal(signal.SIGINT)
+    again.communicate(timeout=BOOT)
