@@ -20,6 +20,11 @@ CHECKPOINT_DIR = "vm-checkpoint"
 RUNNER_KNOB = "VMSUBMIT_RUNNER"
 DEFAULT_RUNNER = "/usr/local/bin/condor_vm_runner"
 
+# Disk formats QEMU cannot save (migrate) a guest with, and what the runner converts them into in the
+# sandbox, under the same name, before the guest first starts (runner/savable.py).
+UNSAVABLE_FORMATS = frozenset({"vmdk", "vdi", "vhdx", "vpc"})
+SAVABLE_FORMAT = "qcow2"
+
 # Runner exit codes.  A guest's own exit status 0..GUEST_STATUS_MAX passes through unchanged;
 # the codes above it are the runner's own.
 GUEST_STATUS_MAX = 84

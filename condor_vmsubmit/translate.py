@@ -324,11 +324,15 @@ class _Builder:
                 self.note(where, f"staged image '{staged_name(disk.source)}': not transferred, the job matches "
                                  "only nodes that have it (VM_IMAGES)")
                 continue
-            if self.options.transfer_disks:
-                self.transfer(self.resolve(disk.source), where)
-            else:
+            if not self.options.transfer_disks:
                 self.note(where, f"not transferred (--no-transfer-disks): {disk.source} must exist "
                                  "on the execute node")
+                continue
+            self.transfer(self.resolve(disk.source), where)
+            if disk.format in jobcontract.UNSAVABLE_FORMATS:
+                self.note(where, f"QEMU cannot save a guest with a {disk.format} disk: the runner converts it into "
+                                 f"{jobcontract.SAVABLE_FORMAT} before the guest starts, which needs room for its "
+                                 "data once more on the execute node (--append request_disk=SIZE)")
         if spec.kernel_boot:
             for path in (spec.kernel_boot.kernel, spec.kernel_boot.initrd):
                 if path:

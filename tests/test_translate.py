@@ -269,3 +269,10 @@ def test_the_checkpoint_interval_becomes_a_job_attribute_and_zero_warns(web: VMS
     assert dict(description.commands)[f"MY.{jobcontract.CHECKPOINT_INTERVAL_ATTR}"] == "0"
     assert [n.level for n in description.notes if n.source == "checkpoints"] == ["warning"]
     assert not [n for n in translate(web, TranslateOptions(output_dir=OUT)).notes if n.source == "checkpoints"]
+
+
+def test_a_vmdk_disk_is_noted_as_converted_on_the_execute_node(web: VMSpec) -> None:
+    vmdk = replace(web, disks=(replace(web.disks[0], format="vmdk", source="/images/system.vmdk"),))
+    notes = [n.message for n in translate(vmdk, TranslateOptions(output_dir=OUT)).notes]
+    assert any("converts it into qcow2" in message for message in notes), notes
+    assert not any("converts it" in n.message for n in translate(web, TranslateOptions(output_dir=OUT)).notes)

@@ -34,7 +34,7 @@ from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
-from .savable import SAVABLE_FORMAT, ConversionError, adopt_converted, convert_unsavable
+from .savable import ConversionError, adopt_converted, convert_unsavable
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
@@ -159,7 +159,7 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     except ConversionError as error:
         raise Stop(Outcome(jobcontract.EXIT_START_FAILED, str(error)))
     if converted:
-        reporter.log(f"converted to {SAVABLE_FORMAT} so that the guest can be checkpointed: {', '.join(converted)}")
+        reporter.log(f"converted to {jobcontract.SAVABLE_FORMAT} so that the guest can be checkpointed: {', '.join(converted)}")
         refuse_unsafe()
     return result.root
 

@@ -22,10 +22,8 @@ from lxml import etree
 
 from ..images.diskimage import probe
 from ..images.imageio import SECTOR
+from ..jobcontract import SAVABLE_FORMAT, UNSAVABLE_FORMATS
 from .sandbox import Sandbox
-
-UNSAVABLE_FORMATS = frozenset({"vmdk", "vdi", "vhdx", "vpc"})
-SAVABLE_FORMAT = "qcow2"
 
 
 class ConversionError(Exception):

@@ -16,10 +16,9 @@ import classad2
 
 from ..errors import VMSubmitError
 from ..images.diskimage import read_image
-from ..jobcontract import request_memory_mib
+from ..jobcontract import SAVABLE_FORMAT, UNSAVABLE_FORMATS, request_memory_mib
 from ..spec import Disk, VMSpec
 from ..units import human_bytes
-from .savable import SAVABLE_FORMAT, UNSAVABLE_FORMATS
 
 ANY_HYPERVISOR = "any"
 # Formats libvirt accepts for a disk that QEMU reads as plain bytes.
