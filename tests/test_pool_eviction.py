@@ -69,11 +69,18 @@ def status(cluster: int) -> int:
 
 
 def sandbox_of(cluster: int) -> Path | None:
-    """The execute sandbox running the job (the starter writes its job ad there as .job.ad)."""
+    """The execute sandbox running the job: the folder of the starter's dir_* holding its spec file,
+    next to the job ad the starter writes (.job.ad, in the starter's folder or one above)."""
     execute = Path(condor("condor_config_val", "EXECUTE").strip())
-    for ad in execute.glob("dir_*/.job.ad"):
-        if re.search(rf"^ClusterId = {cluster}$", ad.read_text(errors="replace"), re.M):
-            return ad.parent
+    for spec in execute.glob("dir_*/**/vmspec.json"):
+        for folder in (spec.parent, *spec.parents):
+            ad = folder / ".job.ad"
+            if ad.exists():
+                if re.search(rf"^ClusterId = {cluster}$", ad.read_text(errors="replace"), re.M):
+                    return spec.parent
+                break
+            if folder == execute:
+                break
     return None
 
 
@@ -144,15 +151,18 @@ def test_a_lost_execute_side_goes_on_from_the_last_periodic_checkpoint(counter_d
     folder, clusters = counter_domain
     cluster = submit("condor_libvirt_submit", folder / "counter.xml", folder / "out", "--checkpoint-interval", "20")
     clusters.append(cluster)
-    sandbox, _ = running_count(cluster, 1)
-    log = folder / "out" / "counter.log"
-    deadline = time.monotonic() + WAIT
-    while "periodic checkpoint" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+    running_count(cluster, 1)
+    deadline = time.monotonic() + WAIT  # the starter counts the uploaded checkpoints in the job ad
+    while not condor("condor_q", f"{cluster}.0", "-af", "CheckpointNumber").strip().isdigit():
+        assert time.monotonic() < deadline, "no periodic checkpoint was uploaded"
         time.sleep(1)
     sandbox, seen = running_count(cluster, 1)  # restarted in place, restored
-    starter = int(condor("condor_q", f"{cluster}.0", "-af", "RemotePid").strip() or 0) or None
-    for pid in _processes_in(sandbox) + ([starter] if starter else []):
-        os.kill(pid, signal.SIGKILL)  # the node vanishes: nothing of this run is uploaded
+    starter = next(int(part[4:]) for part in sandbox.parts if re.fullmatch(r"dir_\d+", part))  # EXECUTE/dir_<pid>
+    for pid in [starter, *_processes_in(sandbox)]:  # the node vanishes: nothing of this run is uploaded
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # gone with the starter already
     # the next start gets the console log uploaded with the checkpoint: it counts on from there
     _, after = running_count(cluster, seen[-1] + 5)
     assert_never_rebooted(after)
