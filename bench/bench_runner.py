@@ -110,7 +110,8 @@ class Workload:
     def sandbox(self, guest_dir: Path, job_id: str) -> Path:
         sandbox = make_sandbox(guest_dir, self.script, job_id=job_id, spec=self.spec)
         slot_mib = jobcontract.request_memory_mib(self.spec.memory_bytes)  # a slot the guest fits in
-        (sandbox / "machine.ad").write_text(f'Memory = {max(slot_mib, 2048)}\nCpus = 2\nVM_HYPERVISORS = {{ "qemu" }}\n')
+        (sandbox / "machine.ad").write_text(f'Memory = {max(slot_mib, 2048)}\nCpus = 2\n'
+                                            'VM_HYPERVISORS = { "qemu" }\n')
         return sandbox
 
 

@@ -20,13 +20,12 @@ import pytest
 
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.formats import load
-from condor_vmsubmit.formats.diskimage import read_image
-from condor_vmsubmit.formats.ovf_staging import stage_disks
+from condor_vmsubmit.formats.ovf.staging import stage_disks
+from condor_vmsubmit.images.diskimage import read_image
 from condor_vmsubmit.runner.lifecycle import save_image_complete
 from condor_vmsubmit.spec import Disk
 
-from guest import (appliance_ova, bootable_disk, counts, guest_spec, make_sandbox, start_runner, stop_and_clean,
-                   wait_for)
+from guest import appliance_ova, bootable_disk, counts, guest_spec, make_sandbox, start_runner, stop_and_clean, wait_for
 
 pytestmark = pytest.mark.guest
 
@@ -72,7 +71,8 @@ def test_a_periodic_checkpoint_restarts_in_place_and_a_lost_node_goes_on_from_it
     assert "periodic checkpoint" in stderr and counts(sandbox), stderr
     assert save_image_complete(sandbox / jobcontract.CHECKPOINT_DIR / "guest.save")
     checkpointed = counts(sandbox)[-1]
-    upload_checkpoint(sandbox, tmp_path / "spool", [jobcontract.CHECKPOINT_DIR, jobcontract.CONSOLE_LOG_FILE, "job.img"])
+    upload_checkpoint(sandbox, tmp_path / "spool",
+                      [jobcontract.CHECKPOINT_DIR, jobcontract.CONSOLE_LOG_FILE, "job.img"])
 
     ask_interval(sandbox, 0)  # this run must not checkpoint again before the test kills it
     again = start_runner(sandbox, extra_env=QUICK)  # HTCondor restarts the job in place
@@ -115,7 +115,8 @@ def test_a_vmdk_guest_is_converted_then_saved_and_restored(guest_dir, runners):
     assert read_image(sandbox / "job.vmdk").format == "qcow2"  # converted in place, under the name that travels
     runner.send_signal(signal.SIGTERM)
     _, stderr = runner.communicate(timeout=BOOT)
-    assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, stderr  # QEMU saves it: no "does not support live migration"
+    # QEMU saves it: no "does not support live migration"
+    assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, stderr
     assert "converted to qcow2 so that the guest can be checkpointed: job.vmdk" in stderr
     before = counts(sandbox)
 

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_pool_integration import pool_reachable
 
 from guest import appliance_ova, bootable_disk, counts, guest_builder
-from test_pool_integration import pool_reachable
 
 RUNNER = os.environ.get("VMSUBMIT_TEST_RUNNER", "/opt/vmsubmit-eviction/bin/condor_vm_runner")
 COUNTER = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.5; done"

@@ -52,7 +52,8 @@ def test_runner_job_shape(web: VMSpec) -> None:
     assert commands["when_to_transfer_output"] == "ON_EXIT_OR_EVICT"
     assert commands["transfer_output_files"] == travelling
     assert commands["want_graceful_removal"] == "true"  # a hold lets the runner save the guest
-    assert commands[f"MY.{jobcontract.CHECKPOINT_INTERVAL_ATTR}"] == str(jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS)
+    interval = str(jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS)
+    assert commands[f"MY.{jobcontract.CHECKPOINT_INTERVAL_ATTR}"] == interval
     assert commands["want_io_proxy"] == "true"
     for code in jobcontract.HOLD_EXIT_CODES:
         assert str(code) in commands["on_exit_hold"]

@@ -73,10 +73,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if options.uri is None and not script_managed(spec.hypervisor):
             guardian = GuardianProcess(sandbox.state_dir)
         # Imported only now, while the job's libvirtd comes up (see above).
+        from ..config import knobs
         from .job import load_job
         from .lifecycle import Options, run
-
-        from ..config import knobs
         from .periodic import checkpoint_interval
 
         job = load_job(ads, sandbox, spec)

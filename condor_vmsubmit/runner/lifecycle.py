@@ -157,9 +157,10 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     try:  # a disk QEMU could not save becomes qcow2 (runner/savable.py), checked again as such
         converted = convert_unsavable(result.root, job.sandbox)
     except ConversionError as error:
-        raise Stop(Outcome(jobcontract.EXIT_START_FAILED, str(error)))
+        raise Stop(Outcome(jobcontract.EXIT_START_FAILED, str(error))) from None
     if converted:
-        reporter.log(f"converted to {jobcontract.SAVABLE_FORMAT} so that the guest can be checkpointed: {', '.join(converted)}")
+        reporter.log(f"converted to {jobcontract.SAVABLE_FORMAT} so that the guest can be checkpointed: "
+                     f"{', '.join(converted)}")
         refuse_unsafe()
     return result.root
 

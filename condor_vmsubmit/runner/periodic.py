@@ -8,7 +8,7 @@ from after its node vanished (a SIGKILL of the runner, a power failure).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import classad2
 
