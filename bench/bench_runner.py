@@ -9,13 +9,19 @@
    next console line of the restored guest, against ``virsh save`` plus ``virsh
    restore`` -> the next console line.
 
+A periodic checkpoint (docs/runner.md, "Checkpoints") is the same save and restore: the runner
+saves the guest on its own instead of on SIGTERM, and HTCondor restarts it in place; so this is
+also what one costs the guest (plus HTCondor's upload of the checkpoint files in between).
+
 Prints medians and the ratios runner / virsh (target: at most 1.15), then the save and the
-restore on their own.  ``--fill-mib N`` has the guest first fill N MiB of its memory with data,
-so that its saved state is as large as a working guest's (the target is measured without).
+restore on their own, and the size of the save image (the bytes a checkpoint writes besides the
+disks).  ``--fill-mib N`` has the guest first fill N MiB of its memory with data, so that its
+saved state is as large as a working guest's (the target is measured without); ``--memory-mib``
+sets the guest's memory (default: 128 MiB plus the fill).
 The package's bytecode is compiled first, as ``pip install`` does on an execute node (with
 ``PYTHONDONTWRITEBYTECODE`` set, every runner would compile its sources anew).
 
-    python3 bench/bench_runner.py [--rounds 3] [--fill-mib 0]
+    python3 bench/bench_runner.py [--rounds 3] [--fill-mib 0] [--memory-mib M]
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from guest import counts, guest_builder, guest_spec, make_sandbox, start_runner 
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.1; done"
 BASE_MEMORY_MIB = 128
-TIMEOUT = 120.0
+TIMEOUT = 600.0  # a 2 GiB guest filling its memory under TCG takes a while
 
 
 def wait(condition, what: str) -> float:
@@ -90,6 +96,7 @@ class Workload:
     """The guest's job (count on the console, after filling ``fill_mib`` MiB of its memory) and spec."""
 
     fill_mib: int = 0
+    memory_mib: int | None = None  # None: BASE_MEMORY_MIB plus the fill
 
     @property
     def script(self) -> str:
@@ -98,19 +105,25 @@ class Workload:
 
     @property
     def spec(self) -> VMSpec:
-        return guest_spec(memory_mib=BASE_MEMORY_MIB + self.fill_mib)
+        return guest_spec(memory_mib=self.memory_mib or BASE_MEMORY_MIB + self.fill_mib)
 
     def sandbox(self, guest_dir: Path, job_id: str) -> Path:
-        return make_sandbox(guest_dir, self.script, job_id=job_id, spec=self.spec)
+        sandbox = make_sandbox(guest_dir, self.script, job_id=job_id, spec=self.spec)
+        slot_mib = jobcontract.request_memory_mib(self.spec.memory_bytes)  # a slot the guest fits in
+        (sandbox / "machine.ad").write_text(f'Memory = {max(slot_mib, 2048)}\nCpus = 2\n'
+                                            'VM_HYPERVISORS = { "qemu" }\n')
+        return sandbox
 
 
 @dataclass(frozen=True)
 class Times:
-    """One round, in seconds: boot to the first console line; save; restore to the next line."""
+    """One round, in seconds: boot to the first console line; save; restore to the next line; and
+    the save image's size in bytes."""
 
     boot: float
     save: float
     restore: float
+    image_bytes: int
 
     @property
     def save_restore(self) -> float:
@@ -127,6 +140,7 @@ def runner_round(guest_dir: Path, workload: Workload, n: int) -> Times:
     runner.wait()
     saved = time.monotonic()
     assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, runner.stderr.read()
+    image = (sandbox / jobcontract.CHECKPOINT_DIR / "guest.save").stat().st_size
     seen = len(counts(sandbox))
     runner = start_runner(sandbox)
     wait(lambda: len(counts(sandbox)) > seen, "the restored guest")
@@ -134,7 +148,7 @@ def runner_round(guest_dir: Path, workload: Workload, n: int) -> Times:
     os.killpg(runner.pid, signal.SIGINT)
     runner.wait()
     subprocess.run(["rm", "-rf", str(sandbox)], check=False)
-    return Times(boot, saved - start, restored - saved)
+    return Times(boot, saved - start, restored - saved, image)
 
 
 def virsh_round(guest_dir: Path, workload: Workload, daemon: ReferenceDaemon, n: int) -> Times:
@@ -153,13 +167,14 @@ def virsh_round(guest_dir: Path, workload: Workload, daemon: ReferenceDaemon, n:
     start = time.monotonic()
     daemon.virsh("save", name, str(save))
     saved = time.monotonic()
+    image = save.stat().st_size
     seen = len(counts(sandbox))
     daemon.virsh("restore", str(save), "--xml", str(xml))
     wait(lambda: len(counts(sandbox)) > seen, "the restored guest")
     restored = time.monotonic()
     daemon.virsh("destroy", name)
     subprocess.run(["rm", "-rf", str(sandbox)], check=False)
-    return Times(boot, saved - start, restored - saved)
+    return Times(boot, saved - start, restored - saved, image)
 
 
 def report(what: str, ours: list[float], theirs: list[float]) -> None:
@@ -174,8 +189,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fill-mib", type=int, default=0, help="MiB of guest memory filled before counting")
+    parser.add_argument("--memory-mib", type=int, help="guest memory (default: 128 MiB plus the fill)")
     args = parser.parse_args()
-    workload = Workload(args.fill_mib)
+    workload = Workload(args.fill_mib, args.memory_mib)
     compileall.compile_dir(REPO / "condor_vmsubmit", quiet=1)
     guest_dir = Path(tempfile.mkdtemp(prefix="cvg", dir="/tmp"))
     guest_builder().build_guest(guest_dir)
@@ -194,6 +210,9 @@ def main() -> None:
                         ("  of which save (SIGTERM -> exit 85)", "save"),
                         ("  of which restore -> next line", "restore")):
         report(what, [getattr(t, field) for t in runner_times], [getattr(t, field) for t in virsh_times])
+    print(f"guest of {workload.spec.memory_bytes >> 20} MiB, {workload.fill_mib} MiB filled: save image "
+          f"runner {statistics.median(t.image_bytes for t in runner_times) / 2**20:.0f} MiB, "
+          f"virsh {statistics.median(t.image_bytes for t in virsh_times) / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

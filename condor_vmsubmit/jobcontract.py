@@ -12,22 +12,36 @@ import math
 SPEC_FILE = "vmspec.json"
 # A libvirt-sourced job also carries the user's domain XML, replayed as faithfully as safety allows.
 DOMAIN_XML_FILE = "domain.xml"
-# Saved guest state lives here; HTCondor transfers it back on eviction (transfer_checkpoint_files).
+# Saved guest state lives here; HTCondor keeps it with every checkpoint and eviction (transfer_checkpoint_files,
+# transfer_output_files with when_to_transfer_output = ON_EXIT_OR_EVICT).
 CHECKPOINT_DIR = "vm-checkpoint"
 
 # The runner's documented path on execute nodes (the VMSUBMIT_RUNNER knob overrides it).
 DEFAULT_RUNNER = "/usr/local/bin/condor_vm_runner"
 
+# Disk formats QEMU cannot save (migrate) a guest with, and what the runner converts them into in the
+# sandbox, under the same name, before the guest first starts (runner/savable.py).
+UNSAVABLE_FORMATS = frozenset({"vmdk", "vdi", "vhdx", "vpc"})
+SAVABLE_FORMAT = "qcow2"
+
 # Runner exit codes.  A guest's own exit status 0..GUEST_STATUS_MAX passes through unchanged;
 # the codes above it are the runner's own.
 GUEST_STATUS_MAX = 84
-EXIT_CHECKPOINTED = 85          # state saved after SIGTERM: checkpoint_exit_code
+EXIT_CHECKPOINTED = 85          # guest state saved into CHECKPOINT_DIR (SIGTERM, or periodic): checkpoint_exit_code
 EXIT_REFUSED = 110              # safety rules or admin policy refused the VM (job held)
 EXIT_MISMATCH = 111             # post-match verification failed: this slot cannot run it (job held)
 EXIT_START_FAILED = 112         # the hypervisor failed to start the guest (job held)
 EXIT_GUEST_CRASHED = 113        # the guest crashed or was destroyed (job held)
 EXIT_NOTHING_TO_BOOT = 114      # the firmware found nothing to boot (job held)
-HOLD_EXIT_CODES = (EXIT_REFUSED, EXIT_MISMATCH, EXIT_START_FAILED, EXIT_GUEST_CRASHED, EXIT_NOTHING_TO_BOOT)
+EXIT_CHECKPOINT_FAILED = 115    # SIGTERM asked for a checkpoint and the guest's state could not be saved (job held)
+HOLD_EXIT_CODES = (EXIT_REFUSED, EXIT_MISMATCH, EXIT_START_FAILED, EXIT_GUEST_CRASHED, EXIT_NOTHING_TO_BOOT,
+                   EXIT_CHECKPOINT_FAILED)
+EXIT_INTERRUPTED = 130          # SIGINT (Ctrl-C of --local, condor_vm_control stop --force): the guest was destroyed
+
+# Periodic checkpoints (docs/runner.md, "Checkpoints"): the job attribute giving the seconds between
+# two (0: none) and its default; the node bounds it (checks/knobs.py, *_CHECKPOINT_INTERVAL).
+CHECKPOINT_INTERVAL_ATTR = "VMCheckpointInterval"
+DEFAULT_CHECKPOINT_INTERVAL_SECONDS = 3600
 
 # Job attribute the runner sets through chirp before a hold exit; on_exit_hold_reason reads it.
 HOLD_REASON_ATTR = "VMHoldReason"

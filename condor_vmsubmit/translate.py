@@ -80,6 +80,7 @@ class TranslateOptions:
     append: tuple[tuple[str, str], ...] = ()
     extra_input_files: tuple[str, ...] = ()
     queue: int = 1
+    checkpoint_interval: int = jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS  # seconds; 0: none
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class _Builder:
         self.notes: list[Note] = []
         self.input_files: list[str] = []
         self.job_files: list[JobFile] = []
+        self.writable_shares: list[str] = []  # folder names in the sandbox
 
     # helpers
 
@@ -239,7 +241,8 @@ class _Builder:
         self.set("output", f"{stem}.$(Cluster).$(Process).out")  # the stem is file-name safe
         self.set("error", f"{stem}.$(Cluster).$(Process).err")
         self.set("should_transfer_files", "YES")
-        self.set("when_to_transfer_output", "ON_EXIT")
+        # ON_EXIT_OR_EVICT: a save made on SIGTERM (vacate, preemption, hold) reaches the next start
+        self.set("when_to_transfer_output", "ON_EXIT_OR_EVICT")
         self.set("transfer_input_files", "")  # filled in finish()
         self.set("request_cpus", spec.vcpus)
         memory_mib = request_memory_mib(spec.memory_bytes)
@@ -257,9 +260,7 @@ class _Builder:
         self.runner_disks()
         self.vm_attributes(hypervisor)
         self.set("requirements", self.runner_requirements(hypervisor))
-        self.set("checkpoint_exit_code", jobcontract.EXIT_CHECKPOINTED)
-        self.set("transfer_checkpoint_files", ", ".join([jobcontract.CHECKPOINT_DIR] + self.written_disks()))
-        self.set("want_graceful_removal", "false")
+        self.checkpoints()
         codes = ", ".join(str(code) for code in jobcontract.HOLD_EXIT_CODES)
         self.set("on_exit_hold", f"MY.ExitBySignal =?= false && member(MY.ExitCode, {{{codes}}})")
         reason = jobcontract.HOLD_REASON_ATTR
@@ -279,6 +280,25 @@ class _Builder:
             xml_path = self.out_path(jobcontract.DOMAIN_XML_FILE)
             self.job_files.append(JobFile(xml_path, copy_of=self.spec.source_path))
             self.transfer(xml_path, "domain XML")
+
+    def checkpoints(self) -> None:
+        """The saved state travels with the files it belongs to, both when the runner checkpoints on
+        its own (periodically: ``checkpoint_exit_code``) and when it saves on SIGTERM during an
+        eviction or a hold (``ON_EXIT_OR_EVICT``): HTCondor uploads checkpoint files only for the
+        former (docs/runner.md, "Checkpoints")."""
+        travelling = ", ".join([jobcontract.CHECKPOINT_DIR, jobcontract.CONSOLE_LOG_FILE]
+                               + self.written_disks() + self.writable_shares)
+        self.set("transfer_output_files", travelling)
+        self.set("checkpoint_exit_code", jobcontract.EXIT_CHECKPOINTED)
+        self.set("transfer_checkpoint_files", travelling)
+        self.set("want_graceful_removal", "true")  # condor_hold, too, lets the runner save the guest
+        interval = self.options.checkpoint_interval
+        if interval < 0:
+            raise InputError(f"the checkpoint interval cannot be negative: {interval}", path=self.spec.source_path)
+        self.attr(jobcontract.CHECKPOINT_INTERVAL_ATTR, interval)
+        if not interval:
+            self.note("checkpoints", "no periodic checkpoint: a node lost outright costs all the work "
+                                     "(an eviction still saves the guest)", "warning")
 
     def written_disks(self) -> list[str]:
         """The sandbox files the guest writes to: a saved state is only consistent with them, so
@@ -305,11 +325,15 @@ class _Builder:
                 self.note(where, f"staged image '{staged_name(disk.source)}': not transferred, the job matches "
                                  "only nodes that have it (VM_IMAGES)")
                 continue
-            if self.options.transfer_disks:
-                self.transfer(self.resolve(disk.source), where)
-            else:
+            if not self.options.transfer_disks:
                 self.note(where, f"not transferred (--no-transfer-disks): {disk.source} must exist "
                                  "on the execute node")
+                continue
+            self.transfer(self.resolve(disk.source), where)
+            if disk.format in jobcontract.UNSAVABLE_FORMATS:
+                self.note(where, f"QEMU cannot save a guest with a {disk.format} disk: the runner converts it into "
+                                 f"{jobcontract.SAVABLE_FORMAT} before the guest starts, which needs room for its "
+                                 "data once more on the execute node (--append request_disk=SIZE)")
         if spec.kernel_boot:
             for path in (spec.kernel_boot.kernel, spec.kernel_boot.initrd):
                 if path:
@@ -318,9 +342,8 @@ class _Builder:
             self.transfer(path, "input file")
 
     def shared_folders(self) -> None:
-        """Each shared folder travels as a folder into the sandbox; the writable ones come back, with
-        the console log, as the job's output (docs/shared-folders.md)."""
-        back = []
+        """Each shared folder travels as a folder into the sandbox; the writable ones come back as the
+        job's output and with its checkpoints (docs/shared-folders.md)."""
         for index, share in enumerate(self.spec.shared_folders):
             where = self.element("share", index, share.target)
             folder = self.resolve(share.source).rstrip("/")
@@ -328,9 +351,7 @@ class _Builder:
                 raise InputError(f"{where}: a shared folder needs a source folder", path=self.spec.source_path)
             self.transfer(folder, where)
             if not share.readonly:
-                back.append(PurePosixPath(folder).name)
-        if back:
-            self.set("transfer_output_files", ", ".join([jobcontract.CONSOLE_LOG_FILE] + back))
+                self.writable_shares.append(PurePosixPath(folder).name)
 
     def vm_attributes(self, hypervisor: str) -> None:
         spec = self.spec

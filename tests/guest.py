@@ -9,7 +9,9 @@ folders so the per-job libvirt session keeps its sockets inside them.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import io
 import os
 import re
 import shutil
@@ -17,6 +19,7 @@ import signal
 import socketserver
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -189,3 +192,84 @@ def stop_and_clean(runner: subprocess.Popen, sandbox: Path) -> None:
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait()
     shutil.rmtree(sandbox, ignore_errors=True)
+
+
+# --- an appliance (OVA) whose one disk boots the guest: what every OVF/VMDK job looks like
+
+DISK_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "condor-vm-guest: up"
+sh /job.sh
+echo "condor-vm-exit-status=$?"
+poweroff -f
+"""
+
+
+def bootable_disk(guest_dir: Path, out: Path, script: str) -> Path:
+    """A raw disk that boots the test guest by itself (a FAT file system with syslinux, the
+    kernel and an initramfs whose ``/init`` runs ``script``), as an appliance's disk would."""
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = Path(tmp)
+        (extra / "init").write_text(DISK_INIT)
+        (extra / "job.sh").write_text(script + "\n")
+        (extra / "init").chmod(0o755)
+        archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=extra, check=True,
+                                 input=b"init\njob.sh\n", capture_output=True).stdout
+        initrd = extra / "initrd.img"  # the guest's, with a second archive whose /init wins
+        first = (guest_dir / "initrd.img").read_bytes()  # the kernel reads the next archive at a 4-byte boundary
+        initrd.write_bytes(first + bytes(-len(first) % 4) + archive)
+        config = extra / "syslinux.cfg"
+        config.write_text(f"DEFAULT linux\nLABEL linux\n  KERNEL vmlinuz\n  APPEND initrd=initrd.img {CMDLINE}\n")
+        subprocess.run(["truncate", "-s", "64M", str(out)], check=True)
+        subprocess.run(["mkfs.vfat", "-n", "GUEST", str(out)], check=True, capture_output=True)
+        subprocess.run(["syslinux", "--install", str(out)], check=True)
+        subprocess.run(["mcopy", "-i", str(out), str(guest_dir / "vmlinuz"), str(initrd), str(config), "::/"],
+                       check=True)
+    return out
+
+
+def appliance_ova(disk: Path, out: Path, name: str = "counter", memory_mib: int = 128) -> Path:
+    """An OVA (OVF 1.0 descriptor, manifest, one streamOptimized VMDK on an IDE controller) made
+    from the raw ``disk``."""
+    vmdk = out.parent / f"{name}-disk1.vmdk"
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
+                    str(disk), str(vmdk)], check=True)
+    capacity = disk.stat().st_size
+    descriptor = f"""<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+  xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData">
+  <References><File ovf:href="{vmdk.name}" ovf:id="file1" ovf:size="{vmdk.stat().st_size}"/></References>
+  <DiskSection><Info>disks</Info>
+    <Disk ovf:capacity="{capacity}" ovf:diskId="vmdisk1" ovf:fileRef="file1"
+      ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="{name}"><Info>the counting guest</Info><Name>{name}</Name>
+    <VirtualHardwareSection><Info>hardware</Info>
+      <Item><rasd:ElementName>1 CPU</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:ElementName>memory</rasd:ElementName>
+        <rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType>
+        <rasd:VirtualQuantity>{memory_mib}</rasd:VirtualQuantity></Item>
+      <Item><rasd:Address>0</rasd:Address><rasd:ElementName>ide0</rasd:ElementName>
+        <rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceType>5</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ElementName>disk0</rasd:ElementName>
+        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+""".encode()
+    files = {f"{name}.ovf": descriptor, vmdk.name: vmdk.read_bytes()}
+    files[f"{name}.mf"] = "".join(f"SHA256({member})= {hashlib.sha256(data).hexdigest()}\n"
+                                  for member, data in files.items()).encode()
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in files.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    vmdk.unlink()
+    return out

@@ -66,7 +66,7 @@ def test_the_spec_names_the_staged_image_and_the_job_matches_only_nodes_that_hav
     assert not any("tinyos" in path for path in description.input_files)
     assert "/home/user/vm/job.img" in description.input_files  # the data disk travels
     # the overlay and the transferred data disk are what the guest writes: both travel with a checkpoint
-    assert commands["transfer_checkpoint_files"] == (f"{jobcontract.CHECKPOINT_DIR}, "
+    assert commands["transfer_checkpoint_files"] == (f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}, "
                                                      "staged-tinyos.overlay.qcow2, job.img")
     assert matches(spec, machine_ad(VM_IMAGES='"debian-12,TinyOS"'))
     assert not matches(spec, machine_ad(VM_IMAGES='"debian-12"'))
@@ -199,7 +199,7 @@ def test_a_node_without_the_image_holds_the_job_before_anything_starts(guest_dir
     _, stderr = runner.communicate(timeout=60)
     assert runner.returncode == jobcontract.EXIT_MISMATCH, stderr
     assert "staged image 'tinyos' is not in" in stderr
-    assert not (sandbox / jobcontract.CONSOLE_LOG_FILE).exists()
+    assert not console(sandbox)  # nothing ran: the console log is empty (it exists: an output file)
 
 
 def test_image_adds_the_staged_disk_to_a_replayed_domain_that_lacks_it(tmp_path):

@@ -44,11 +44,15 @@ def test_runner_job_shape(web: VMSpec) -> None:
     assert commands["request_cpus"] == "4"
     assert commands["request_memory"] == str(request_memory_mib(4 * 1024**3))
     assert commands["checkpoint_exit_code"] == str(jobcontract.EXIT_CHECKPOINTED)
-    # the writable disks go with every checkpoint (a saved state is consistent only with them); the
-    # read-only seed ISO does not
-    assert commands["transfer_checkpoint_files"] == (
-        f"{jobcontract.CHECKPOINT_DIR}, web01-system.qcow2, web01-data.img")
-    assert commands["want_graceful_removal"] == "false"
+    # the writable disks go with every checkpoint (a saved state is consistent only with them), and
+    # with every eviction (ON_EXIT_OR_EVICT uploads the output files); the read-only seed ISO does not
+    travelling = f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}, web01-system.qcow2, web01-data.img"
+    assert commands["transfer_checkpoint_files"] == travelling
+    assert commands["when_to_transfer_output"] == "ON_EXIT_OR_EVICT"
+    assert commands["transfer_output_files"] == travelling
+    assert commands["want_graceful_removal"] == "true"  # a hold lets the runner save the guest
+    interval = str(jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS)
+    assert commands[f"MY.{jobcontract.CHECKPOINT_INTERVAL_ATTR}"] == interval
     assert commands["want_io_proxy"] == "true"
     for code in jobcontract.HOLD_EXIT_CODES:
         assert str(code) in commands["on_exit_hold"]
@@ -267,4 +271,19 @@ def test_every_emitted_vm_attribute_is_documented(web: VMSpec, kernel: VMSpec) -
 
 def test_disks_left_on_the_execute_nodes_are_not_checkpointed(web: VMSpec) -> None:
     commands = runner(web, transfer_disks=False)
-    assert commands["transfer_checkpoint_files"] == jobcontract.CHECKPOINT_DIR
+    assert commands["transfer_checkpoint_files"] == f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}"
+
+
+def test_the_checkpoint_interval_becomes_a_job_attribute_and_zero_warns(web: VMSpec) -> None:
+    assert runner(web, checkpoint_interval=120)[f"MY.{jobcontract.CHECKPOINT_INTERVAL_ATTR}"] == "120"
+    description = translate(web, TranslateOptions(output_dir=OUT, checkpoint_interval=0))
+    assert dict(description.commands)[f"MY.{jobcontract.CHECKPOINT_INTERVAL_ATTR}"] == "0"
+    assert [n.level for n in description.notes if n.source == "checkpoints"] == ["warning"]
+    assert not [n for n in translate(web, TranslateOptions(output_dir=OUT)).notes if n.source == "checkpoints"]
+
+
+def test_a_vmdk_disk_is_noted_as_converted_on_the_execute_node(web: VMSpec) -> None:
+    vmdk = replace(web, disks=(replace(web.disks[0], format="vmdk", source="/images/system.vmdk"),))
+    notes = [n.message for n in translate(vmdk, TranslateOptions(output_dir=OUT)).notes]
+    assert any("converts it into qcow2" in message for message in notes), notes
+    assert not any("converts it" in n.message for n in translate(web, TranslateOptions(output_dir=OUT)).notes)

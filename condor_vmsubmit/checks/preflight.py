@@ -72,10 +72,17 @@ def judge(root: etree._Element, spec: VMSpec, policy: Policy, files: Files, *, p
     result = apply_policy(root, policy, path=path)
     if result.root is None:
         return Preflight(result)
-    refusals = check_domain(result.root, files, allowed_networks=policy.allowed_networks if node_settings else None,
-                            allow_host_media=policy.allow_host_media if node_settings else None, image_dir=image_dir,
-                            declared_backing=declared_backing(spec))
-    return Preflight(result, tuple(refusals))
+    return Preflight(result, tuple(safety_refusals(result.root, spec, policy, files, image_dir=image_dir,
+                                                   node_settings=node_settings)))
+
+
+def safety_refusals(root: etree._Element, spec: VMSpec, policy: Policy, files: Files, *,
+                    image_dir: str | Path | None = None, node_settings: bool = True) -> list[Refusal]:
+    """The safety rules over a domain the policy already let through (``root``), with the node's
+    settings from ``policy`` where ``node_settings``."""
+    return check_domain(root, files, allowed_networks=policy.allowed_networks if node_settings else None,
+                        allow_host_media=policy.allow_host_media if node_settings else None, image_dir=image_dir,
+                        declared_backing=declared_backing(spec))
 
 
 def _domain_type(spec: VMSpec) -> str:

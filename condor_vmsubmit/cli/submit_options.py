@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .. import jobcontract
 from ..errors import InputError, PolicyRejected, SafetyRefused, VMSubmitError
 from ..media import with_media
 from ..shared_folders import add_shares
@@ -60,6 +61,7 @@ class SubmitOptions:
     shares: tuple[str, ...] = ()
     image: str | None = None
     policies: tuple[Path, ...] = ()
+    checkpoint_interval: int = jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS
 
 
 def _append_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple:
@@ -119,6 +121,10 @@ _OPTIONS = (
                  type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="XSL",
                  help="Check the VM against this admin policy stylesheet first, as the execute node would "
                       "(repeatable); a rejection stops here (exit 5)."),
+    click.option("--checkpoint-interval", "-checkpoint-interval", type=click.IntRange(min=0), metavar="SECONDS",
+                 default=jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS, show_default=True,
+                 help="Save the running guest this often (0: only on eviction); the execute node may "
+                      "bound it. A node lost outright costs the work since the last save."),
 )
 _FIELDS = tuple(f.name for f in fields(SubmitOptions))
 
@@ -181,7 +187,7 @@ def _translate_options(options: SubmitOptions, output_dir: Path, extra: tuple[st
         target=options.target, hypervisor=options.hypervisor, output_dir=str(output_dir),
         transfer_disks=not options.no_transfer_disks, strict=options.strict,
         batch_name=options.batch_name, append=options.append, extra_input_files=extra,
-        queue=options.queue,
+        queue=options.queue, checkpoint_interval=options.checkpoint_interval,
     )
     return replace(base, runner=runner) if runner else base
 

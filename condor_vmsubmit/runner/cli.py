@@ -73,12 +73,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         if options.uri is None and not script_managed(spec.hypervisor):
             guardian = GuardianProcess(sandbox.state_dir)
         # Imported only now, while the job's libvirtd comes up (see above).
+        from ..checks import knobs
         from .job import load_job
         from .lifecycle import Options, run
+        from .periodic import checkpoint_interval
 
         job = load_job(ads, sandbox, spec)
+        every = checkpoint_interval(job.job_ad, knobs.read((knobs.MIN_CHECKPOINT_INTERVAL,
+                                                            knobs.MAX_CHECKPOINT_INTERVAL)))
         code = run(job, Options(uri=options.uri, usage_interval=options.usage_interval,
-                                script_dir=options.script_dir), reporter, guardian)
+                                script_dir=options.script_dir, checkpoint_interval=every), reporter, guardian)
     except VMSubmitError as error:
         # Bad input the runner cannot even start with: the job is held with the reason.
         reporter.set_attrs({jobcontract.HOLD_REASON_ATTR: error.one_line()})

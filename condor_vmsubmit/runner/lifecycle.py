@@ -2,9 +2,10 @@
 
 Exit codes (:mod:`condor_vmsubmit.jobcontract`): the guest's own status
 (``condor-vm-exit-status=N`` on its console, 0 when it powers off without one) up to
-``GUEST_STATUS_MAX``; ``EXIT_CHECKPOINTED`` after SIGTERM saved the guest into the
-sandbox; ``EXIT_REFUSED``, ``EXIT_MISMATCH``, ``EXIT_START_FAILED`` and
-``EXIT_GUEST_CRASHED`` with a hold reason (chirp ``VMHoldReason`` and stderr).
+``GUEST_STATUS_MAX``; ``EXIT_CHECKPOINTED`` once the guest is saved into the sandbox (on
+SIGTERM, or every ``Options.checkpoint_interval`` seconds); ``EXIT_REFUSED``, ``EXIT_MISMATCH``,
+``EXIT_START_FAILED``, ``EXIT_GUEST_CRASHED`` and ``EXIT_CHECKPOINT_FAILED`` with a hold reason
+(chirp ``VMHoldReason`` and stderr).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import signal
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from lxml import etree
 
 from .. import jobcontract
 from ..checks.policy import Policy
-from ..checks.preflight import judge
+from ..checks.preflight import judge, safety_refusals
 from ..checks.safety import SandboxFiles
 from ..classads import script_managed
 from ..errors import VMSubmitError
@@ -33,12 +35,12 @@ from .guard import GuardianProcess, node_cache
 from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import job_domain, to_text
+from .savable import ConversionError, adopt_converted, convert_unsavable
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
 from .verify import verify_match
 
-EXIT_INTERRUPTED = 130
 USAGE_POLL_SECONDS = 0.2  # how often the watch loop looks whether a usage report is due
 SAVE_POLL_SECONDS = 0.005  # how often a checkpoint looks whether the save image is complete
 SAVE_IMAGE_COMPLETE = b"LibvirtQemudSave"  # libvirt's QEMU_SAVE_MAGIC (QEMU_SAVE_PARTIAL until then)
@@ -65,6 +67,7 @@ class Options:
     usage_interval: float = jobcontract.USAGE_INTERVAL_SECONDS
     policy: Policy | None = None           # None: read the HTCondor configuration
     script_dir: Path | None = None         # admin scripts for script-managed hypervisors (None: the knob)
+    checkpoint_interval: float | None = None  # seconds between periodic checkpoints (None: none)
 
 
 class Stop(Exception):
@@ -155,8 +158,6 @@ def _hypervisors_in_ad(job: Job) -> list[str] | None:
 
 def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     """The domain to start: verified against the slot, through the admin policy, checked for safety."""
-    if job.spec.shared_folders:  # transfer_output_files lists the console log then: it must exist
-        job.sandbox.console_log.touch()
     image_dir = image_dir_from_config()
     try:  # staged images: an overlay in the sandbox replaces each (docs/staged-images.md)
         spec, chains = use_staged_images(job.spec, job.sandbox, image_dir)
@@ -174,8 +175,9 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     attach_backing(root, chains, job.sandbox)
     add_filesystems(root, _shares(job))
     policy = options.policy if options.policy is not None else Policy.from_config()
-    verdict = judge(root, job.spec, policy, SandboxFiles(job.sandbox.root), path=job.sandbox.domain_xml_file,
-                    image_dir=image_dir)
+    adopt_converted(root, job.sandbox)  # a disk converted in an earlier run is qcow2 now (runner/savable.py)
+    files = SandboxFiles(job.sandbox.root)
+    verdict = judge(root, job.spec, policy, files, path=job.sandbox.domain_xml_file, image_dir=image_dir)
     result = verdict.policy
     if result.verdict == "rejected" or result.root is None:
         raise Stop(Outcome(jobcontract.EXIT_REFUSED, f"admin policy: {result.reason}"))
@@ -184,6 +186,16 @@ def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
         reporter.log(f"admin policy changed the VM: {result.summary()}")
     if verdict.refusals:
         raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in verdict.refusals)))
+    try:  # a disk QEMU could not save becomes qcow2 (runner/savable.py), checked again as such
+        converted = convert_unsavable(result.root, job.sandbox)
+    except ConversionError as error:
+        raise Stop(Outcome(jobcontract.EXIT_START_FAILED, str(error))) from None
+    if converted:
+        reporter.log(f"converted to {jobcontract.SAVABLE_FORMAT} so that the guest can be checkpointed: "
+                     f"{', '.join(converted)}")
+        refusals = safety_refusals(result.root, job.spec, policy, files, image_dir=image_dir)
+        if refusals:
+            raise Stop(Outcome(jobcontract.EXIT_REFUSED, "refused: " + "; ".join(str(r) for r in refusals)))
     return result.root
 
 
@@ -259,10 +271,13 @@ def _stopped_outcome(detail: int, console_log: Path) -> Outcome:
 
 
 def watch(session: Session, domain: libvirt.virDomain, signals: Signals, job: Job,
-          usage: UsageReporter) -> Outcome:
-    """Wait for the guest to end, a signal, or the next usage report."""
+          usage: UsageReporter, every: float | None = None) -> Outcome:
+    """Wait for the guest to end, a signal, the next usage report or, ``every`` seconds, the next
+    periodic checkpoint.  A periodic save that fails leaves the guest running (libvirt resumes it),
+    with no more periodic checkpoints in this run."""
     uuid = domain.UUIDString()
     boot = BootWatch(job.sandbox.console_log)
+    next_save = time.monotonic() + every if every else None
     while True:
         if (why := boot.reason()) is not None:
             try:
@@ -272,12 +287,18 @@ def watch(session: Session, domain: libvirt.virDomain, signals: Signals, job: Jo
             return Outcome(jobcontract.EXIT_NOTHING_TO_BOOT, why)
         if signals.checkpoint:
             return checkpoint(domain, job)
+        if next_save is not None and time.monotonic() >= next_save:
+            saved = checkpoint(domain, job)
+            if saved.code == jobcontract.EXIT_CHECKPOINTED:
+                return replace(saved, reason="periodic checkpoint")
+            usage.reporter.say(f"warning: periodic checkpoint failed, none more in this run: {saved.reason}")
+            next_save = None
         if signals.interrupt:
             try:
                 domain.destroy()
             except libvirt.libvirtError:
                 pass  # it ended by itself meanwhile
-            return Outcome(EXIT_INTERRUPTED, "interrupted")
+            return Outcome(jobcontract.EXIT_INTERRUPTED, "interrupted")
         if usage.due():
             usage.report(sample(session.connection, domain))
         match signals.wait(timeout=USAGE_POLL_SECONDS):
@@ -293,7 +314,7 @@ def checkpoint(domain: libvirt.virDomain, job: Job) -> Outcome:
     error = save_guest(domain, partial)
     if error is not None:
         partial.unlink(missing_ok=True)
-        return Outcome(jobcontract.EXIT_GUEST_CRASHED, f"could not save the guest: {error}")
+        return Outcome(jobcontract.EXIT_CHECKPOINT_FAILED, f"could not save the guest: {error}")
     partial.rename(job.sandbox.save_file)
     return Outcome(jobcontract.EXIT_CHECKPOINTED)
 
@@ -350,12 +371,16 @@ def run(job: Job, options: Options, reporter: Reporter, guardian: GuardianProces
         reporter.set_attrs({jobcontract.HOLD_REASON_ATTR: outcome.reason})
         reporter.say(f"error: {outcome.reason}")
     elif outcome.code == jobcontract.EXIT_CHECKPOINTED:
-        reporter.log(f"guest state saved into {jobcontract.CHECKPOINT_DIR}/ (exit {outcome.code})")
+        why = f"{outcome.reason}, " if outcome.reason else ""
+        reporter.log(f"guest state saved into {jobcontract.CHECKPOINT_DIR}/ ({why}exit {outcome.code})")
     return outcome.code
 
 
 def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
          guardian: GuardianProcess | None) -> Outcome:
+    # Both are output files (transfer_output_files): a job that ends early must not be held for their absence.
+    job.sandbox.checkpoint_dir.mkdir(exist_ok=True)
+    job.sandbox.console_log.touch()
     if script_managed(job.spec.hypervisor):
         from .script_backend import configured_script_dir, run_script_job
 
@@ -369,6 +394,6 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
         if signals.checkpoint and job.sandbox.save_file.exists():
             return Outcome(jobcontract.EXIT_CHECKPOINTED)  # the saved state is still the guest's state
         if signals.checkpoint or signals.interrupt:
-            return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
+            return Outcome(jobcontract.EXIT_INTERRUPTED, "stopped before the guest started")
         domain = start(session, root, job, reporter)
-        return watch(session, domain, signals, job, usage)
+        return watch(session, domain, signals, job, usage, options.checkpoint_interval)

@@ -17,7 +17,7 @@ from ..checks import knobs
 from ..errors import InputError
 from .chirp import Reporter
 from .job import Job
-from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
+from .lifecycle import Outcome, Signals, Stop, guest_exit_status
 from .script_protocol import ScriptOutcome, find_script, last_line, read_tail, run_action, start_guest
 from .verify import verify_match
 
@@ -58,7 +58,7 @@ def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signal
         reporter.set_attrs({jobcontract.POLICY_CHANGES_ATTR: f"{hypervisor} modified the job ad"})
         reporter.log(f"{hypervisor} modified the job ad:\n{verdict.stdout.strip()}")
     if signals.checkpoint or signals.interrupt:
-        return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
+        return Outcome(jobcontract.EXIT_INTERRUPTED, "stopped before the guest started")
 
     with tempfile.TemporaryFile(dir=job.sandbox.state_dir) as errors:
         guest = start_guest(script, ad_file, job.sandbox.root, job.sandbox.spec_file, job.sandbox.console_log,
@@ -76,12 +76,12 @@ def _watch(guest: subprocess.Popen, errors: BinaryIO, action, job: Job, signals:
                 return Outcome(jobcontract.EXIT_CHECKPOINTED)
             action("stop")
             guest.wait()
-            return Outcome(EXIT_INTERRUPTED, f"{hypervisor} could not checkpoint: {saved.reason}")
+            return Outcome(jobcontract.EXIT_CHECKPOINT_FAILED, f"{hypervisor} could not checkpoint: {saved.reason}")
         if signals.interrupt:
             action("stop")
             guest.kill()
             guest.wait()
-            return Outcome(EXIT_INTERRUPTED, "interrupted")
+            return Outcome(jobcontract.EXIT_INTERRUPTED, "interrupted")
         signals.wait(timeout=0.2)
     if guest.returncode != 0:
         reason = last_line(read_tail(errors)) or f"exit code {guest.returncode}"

@@ -16,7 +16,7 @@ import classad2
 
 from ..errors import VMSubmitError
 from ..images.diskimage import read_image
-from ..jobcontract import request_memory_mib
+from ..jobcontract import SAVABLE_FORMAT, UNSAVABLE_FORMATS, request_memory_mib
 from ..spec import Disk, VMSpec
 from ..units import human_bytes
 
@@ -101,7 +101,8 @@ def _disk_problems(number: int, disk: Disk, sandbox: Path) -> list[str]:
         return [f"{label}: {error.message}"]
     problems = []
     claimed = _RAW_ALIASES.get(disk.format or "", disk.format)
-    if claimed and claimed != info.format:
+    converted = claimed in UNSAVABLE_FORMATS and info.format == SAVABLE_FORMAT  # by an earlier start (savable.py)
+    if claimed and claimed != info.format and not converted:
         problems.append(f"{label}: {name} is a {info.format} image, not {disk.format} as the job says")
     if disk.capacity_bytes is not None and disk.capacity_bytes != info.virtual_size:
         problems.append(f"{label}: {name} holds {info.virtual_size} bytes ({human_bytes(info.virtual_size)}), "
