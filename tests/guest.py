@@ -101,9 +101,9 @@ class FakeChirp:
         self.config = folder / ".chirp.config"
         self.config.write_text(f"127.0.0.1 {self.server.server_address[1]} secret-cookie\n")
 
-    def attrs(self, name: str) -> list[str]:
-        """The values set for job attribute ``name``, in order."""
-        prefix = f"set_job_attr {name} "
+    def attrs(self, name: str, *, delayed: bool = False) -> list[str]:
+        """The values set for job attribute ``name`` (``delayed``: by set_job_attr_delayed), in order."""
+        prefix = f"set_job_attr{'_delayed' if delayed else ''} {name} "
         return [c[len(prefix):] for c in self.commands if c.startswith(prefix)]
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from .. import jobcontract
 from ..classads import script_managed
 from ..errors import UnsafeInputError, VMSubmitError
 from .chirp import Reporter
+from .follow import write_to_stdout
 from .guard import GuardianProcess
 from .sandbox import Sandbox, ad_files, read_spec, sandbox_root
 
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         job = load_job(ads, sandbox, spec)
         code = run(job, Options(uri=options.uri, usage_interval=options.usage_interval,
-                                script_dir=options.script_dir), reporter, guardian)
+                                script_dir=options.script_dir, console_sink=write_to_stdout), reporter, guardian)
     except VMSubmitError as error:
         # Bad input the runner cannot even start with: the job is held with the reason.
         reporter.set_attrs({jobcontract.HOLD_REASON_ATTR: error.one_line()})

@@ -8,12 +8,15 @@ watch -> the guest's exit status; SIGTERM -> the script's checkpoint -> EXIT_CHE
 from __future__ import annotations
 
 import subprocess
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Callable
 
 from .. import jobcontract
 from ..config import knob
 from ..errors import InputError
 from .chirp import Reporter
+from .follow import size_of
 from .job import Job
 from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
 from .script_protocol import Outcome as ScriptOutcome
@@ -30,8 +33,12 @@ def configured_script_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signals: Signals) -> Outcome:
-    """Run the job's guest through the script named by its hypervisor; the outcome."""
+def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signals: Signals,
+                   following: Callable[[int], AbstractContextManager]) -> Outcome:
+    """Run the job's guest through the script named by its hypervisor; the outcome.
+
+    ``following(offset)``: the console is passed on from ``offset`` while the guest runs.
+    """
     hypervisor = job.spec.hypervisor or str(job.job_ad.get("VM_HYPERVISOR", ""))
     if script_dir is None:
         raise Stop(Outcome(jobcontract.EXIT_MISMATCH,
@@ -61,8 +68,10 @@ def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signal
     if signals.checkpoint or signals.interrupt:
         return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
 
+    offset = size_of(job.sandbox.console_log)
     guest = start_guest(script, ad_file, job.sandbox.root, job.sandbox.spec_file, job.sandbox.console_log)
-    return _watch(guest, action, job, signals, hypervisor)
+    with following(offset):
+        return _watch(guest, action, job, signals, hypervisor)
 
 
 def _watch(guest: subprocess.Popen, action, job: Job, signals: Signals, hypervisor: str) -> Outcome:
