@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,7 +52,7 @@ from lxml import etree
 from . import __version__, jobcontract
 from .classads import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
 from .cli.common import CONTEXT_SETTINGS, reports_errors
-from .config import knobs
+from .config import config_source, digest, knobs, vmsubmit_knobs
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
 from .runner.shares import virtiofsd
@@ -82,6 +82,11 @@ NODE_ATTRIBUTES = (
     Fact("VM_DISCOVERY_NOTES", "string", "why a hypervisor or script was left out (undefined when none)"),
     Fact("VM_IMAGES", "string list", "names of the base images an admin staged in VMSUBMIT_IMAGE_DIR "
                                      "(docs/staged-images.md); empty when none"),
+    Fact("VM_CONDOR_CONFIG", "string", "the HTCondor configuration file the node's daemons read (CONDOR_CONFIG, "
+                                       "else HTCondor's search): the runner reads the same, as a job has no "
+                                       "CONDOR_CONFIG"),
+    Fact("VM_CONFIG_DIGEST", "string", "digest of every VMSUBMIT_* knob as discovery saw them: the runner holds "
+                                       "a job rather than run it when it sees other values"),
     Fact("VM_DISCOVERY_AGE", "integer", "seconds since what is advertised was verified: 0 when this run "
                                         "checked it all; more when a run too slow to check a hypervisor "
                                         "kept an earlier run's verdict (VMSUBMIT_DISCOVERY_KEEP)"),
@@ -174,6 +179,8 @@ class Observations:
     version: str = __version__
     images: tuple[str, ...] = ()             # staged image names (VMSUBMIT_IMAGE_DIR)
     undecided: frozenset[str] = frozenset()  # domain types whose boot probe did not end in time
+    config_source: str | None = None         # the HTCondor configuration file read
+    config_digest: str = ""                  # of the VMSUBMIT_* knobs (config.digest)
 
 
 @dataclass(frozen=True)
@@ -403,6 +410,8 @@ def build_ad(observations: Observations, kept: Mapping[str, Verified] | None = N
         "VM_DISCOVERY_ERROR": classad_literal("; ".join(errors) if errors else None),
         "VM_DISCOVERY_NOTES": classad_literal("; ".join(notes) if notes else None),
         "VM_IMAGES": classad_literal(observations.images),
+        "VM_CONDOR_CONFIG": classad_literal(observations.config_source),
+        "VM_CONFIG_DIGEST": classad_literal(observations.config_digest),
         "VM_DISCOVERY_AGE": classad_literal(max((int(now - e.at) for e in kept.values()), default=0)),
     }
     if observations.libvirt is not None:
@@ -918,7 +927,8 @@ def main(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeo
     config = knobs((KNOB_URI, KNOB_STATE_DIR, KNOB_SCRIPT_DIR, KNOB_PROBE_TTL, KNOB_NETWORKS,
                     KNOB_BUSES, KNOB_MAX_VCPUS, jobcontract.RUNNER_KNOB, IMAGE_DIR_KNOB, KNOB_KEEP))
     settings = settings_from(uri, state_dir, script_dir, budget, config)
-    observations = discover(settings, deadline)
+    observations = replace(discover(settings, deadline), config_source=config_source(os.environ),
+                           config_digest=digest(vmsubmit_knobs()))
     now = time.time()
     record_file = settings.state_dir / VERIFIED_FILE
     kept = keepable(load_verified(record_file, settings.uri), observations, now, settings.keep)

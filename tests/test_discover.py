@@ -383,7 +383,8 @@ def test_a_run_too_slow_for_libvirt_keeps_what_was_verified_for_a_bounded_time(s
             state.mkdir(mode=0o700)
             shutil.copy(good / "verified.json", state / "verified.json")
         ad = parse_cron(run_discover("--state-dir", str(slow)).stdout)
-        late_ad = parse_cron(run_discover("--state-dir", str(late), env={"_CONDOR_VMSUBMIT_DISCOVERY_KEEP": "0"}).stdout)
+        late_ad = parse_cron(run_discover("--state-dir", str(late),
+                                          env={"_CONDOR_VMSUBMIT_DISCOVERY_KEEP": "0"}).stdout)
     finally:
         for state in (good, slow, late):
             _stop_daemon(state)

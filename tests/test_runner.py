@@ -194,7 +194,8 @@ def test_usage_and_hold_reasons_reach_the_job_ad_through_chirp(guest_dir, sandbo
         sent = len(chirp.commands)
         runner, _ = run_guest(guest_dir, sandboxes, "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exit 0",
                               "8.2", "--usage-interval", "1",
-                              extra_env={"_CONDOR_CHIRP_CONFIG": str(chirp.config), "_CHIRP_DELAYED_UPDATE_PREFIX": "Foo*"})
+                              extra_env={"_CONDOR_CHIRP_CONFIG": str(chirp.config),
+                                         "_CHIRP_DELAYED_UPDATE_PREFIX": "Foo*"})
         _, stderr = runner.communicate(timeout=BOOT)
         assert runner.returncode == 0, stderr
         assert "CHIRP_DELAYED_UPDATE_PREFIX (Foo*) does not admit ChirpVMCpuSeconds" in stderr

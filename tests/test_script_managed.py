@@ -25,8 +25,8 @@ from condor_vmsubmit.runner.script_protocol import (
 from condor_vmsubmit.scripts.qemu_direct import problems, qemu_command
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, SharedFolder, VMSpec
 
+from guest import configure_node, guest_builder, guest_spec, runner_env, start_runner
 from guest import counts as runner_counts
-from guest import guest_builder, guest_spec, runner_env, start_runner
 from guest import make_sandbox as runner_sandbox
 
 COUNTING_JOB = "i=0; while true; do echo count=$i; i=$((i+1)); sleep 0.2; done"
@@ -261,6 +261,7 @@ def test_runner_holds_a_job_whose_script_is_not_installed(tmp_path, script_dir):
     (sandbox / SPEC_FILE).write_text(replace(guest_spec("noscript"), hypervisor="vmware-fusion").to_json())
     (sandbox / "job.ad").write_text("ClusterId = 1\nProcId = 0\n")
     (sandbox / "machine.ad").write_text("Memory = 2048\nCpus = 2\n")
+    configure_node(sandbox)
     done = subprocess.run([sys.executable, "-m", "condor_vmsubmit.runner"], cwd=sandbox, capture_output=True,
                           text=True, env={**runner_env(sandbox), "VMSUBMIT_SCRIPT_DIR": str(script_dir)})
     assert done.returncode == 111

@@ -74,10 +74,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if options.uri is None and not script_managed(spec.hypervisor):
             guardian = GuardianProcess(sandbox.state_dir)
         # Imported only now, while the job's libvirtd comes up (see above).
+        from ..config import use_node_config
         from .job import load_job
         from .lifecycle import Options, run
 
         job = load_job(ads, sandbox, spec)
+        use_node_config(job.machine_ad)  # the admin's policy as the node's daemons see it, or a hold
         code = run(job, Options(uri=options.uri, usage_interval=options.usage_interval,
                                 script_dir=options.script_dir, console_sink=write_to_stdout), reporter, guardian)
     except VMSubmitError as error:

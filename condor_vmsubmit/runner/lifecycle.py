@@ -15,10 +15,10 @@ import re
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import libvirt
 from lxml import etree

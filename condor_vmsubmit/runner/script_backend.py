@@ -8,9 +8,9 @@ watch -> the guest's exit status; SIGTERM -> the script's checkpoint -> EXIT_CHE
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Callable
 
 from .. import jobcontract
 from ..config import knob

@@ -48,8 +48,9 @@ class Usage:
     def line(self) -> str:
         """One log line.
 
-        >>> Usage(3, 1048576, 0, 0, 0, 0).line()
-        'usage: ChirpVMCpuSeconds=3 ChirpVMMemoryBytes=1048576 ChirpVMDiskReadBytes=0 ChirpVMDiskWriteBytes=0 ChirpVMNetRxBytes=0 ChirpVMNetTxBytes=0'
+        >>> print(Usage(3, 1048576, 0, 0, 0, 0).line())
+        usage: ChirpVMCpuSeconds=3 ChirpVMMemoryBytes=1048576 ChirpVMDiskReadBytes=0
+        ChirpVMDiskWriteBytes=0 ChirpVMNetRxBytes=0 ChirpVMNetTxBytes=0
         """
         return "usage: " + " ".join(f"{k}={v}" for k, v in self.attributes().items())
 
