@@ -82,7 +82,7 @@ def test_a_sandbox_path_too_long_for_sockets_keeps_the_session_in_a_short_folder
         if entry.is_file():
             entry.rename(deep / entry.name)
     before = set(Path("/tmp").glob("cvm-*"))
-    runner = start_runner(deep)
+    runner = start_runner(deep, knobs={})  # the node configuration moved with the files
     sandboxes.append((runner, sandbox))
     _, stderr = runner.communicate(timeout=BOOT)
     assert runner.returncode == 0, stderr
