@@ -22,6 +22,9 @@ admin's executables in ``VMSUBMIT_SCRIPT_DIR`` whose ``discover`` action exits 0
 Timing: every probe runs under one deadline (``--timeout``, 1.3 s by default) so the
 program ends in under 2 s even when libvirtd hangs; boot-probe and ``-nic model=help``
 answers are cached in the state directory for ``VMSUBMIT_DISCOVERY_PROBE_TTL`` seconds.
+A hypervisor whose check did not end in time (a cold session daemon, a loaded host) stays
+advertised as the last run that verified it saw it, for ``VMSUBMIT_DISCOVERY_KEEP`` seconds
+(``verified.json`` in the state directory; ``VM_DISCOVERY_AGE`` says how old that is).
 The probing functions (``probe_*``, ``main``) are the edges; everything from their raw
 answers to the printed text is pure (``guest_types``, ``build_ad``, ``cron_text``).
 """
@@ -39,7 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -50,6 +53,7 @@ from . import __version__, jobcontract
 from .checks import knobs
 from .classads import LIBVIRT_MANAGED, SCRIPT_MANAGED, attribute_part, hypervisor_attr
 from .cli.common import CONTEXT_SETTINGS, reports_errors
+from .config import config_source, digest, vmsubmit_knobs
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
 from .runner.shares import virtiofsd
@@ -79,6 +83,14 @@ NODE_ATTRIBUTES = (
     Fact("VM_DISCOVERY_NOTES", "string", "why a hypervisor or script was left out (undefined when none)"),
     Fact("VM_IMAGES", "string list", "names of the base images an admin staged in VMSUBMIT_IMAGE_DIR "
                                      "(docs/staged-images.md); empty when none"),
+    Fact("VM_CONDOR_CONFIG", "string", "the HTCondor configuration file the node's daemons read (CONDOR_CONFIG, "
+                                       "else HTCondor's search): the runner reads the same, as a job has no "
+                                       "CONDOR_CONFIG"),
+    Fact("VM_CONFIG_DIGEST", "string", "digest of every VMSUBMIT_* knob as discovery saw them: the runner holds "
+                                       "a job rather than run it when it sees other values"),
+    Fact("VM_DISCOVERY_AGE", "integer", "seconds since what is advertised was verified: 0 when this run "
+                                        "checked it all; more when a run too slow to check a hypervisor "
+                                        "kept an earlier run's verdict (VMSUBMIT_DISCOVERY_KEEP)"),
 )
 
 # VM_<HV>_ATTR_<name> for every libvirt hypervisor advertised (scripts print their own).
@@ -103,7 +115,8 @@ DEFAULT_TIMEOUT = 1.3        # seconds for the whole discovery; Python's start-u
 DEFAULT_PROBE_TTL = 3600     # seconds a cached boot-probe or NIC list stays valid
 # The knobs discovery reads (their names, types and case: checks/knobs.py).
 KNOBS = (knobs.LIBVIRT_URI, knobs.DISCOVERY_STATE_DIR, knobs.SCRIPT_DIR, knobs.DISCOVERY_PROBE_TTL,
-         knobs.ALLOWED_NETWORKS, knobs.ALLOWED_BUSES, knobs.MAX_VCPUS, knobs.RUNNER, knobs.IMAGE_DIR)
+         knobs.ALLOWED_NETWORKS, knobs.ALLOWED_BUSES, knobs.MAX_VCPUS, knobs.RUNNER, knobs.IMAGE_DIR,
+         knobs.DISCOVERY_KEEP)
 
 # The QEMU-based domain types: each must boot the probe firmware under its accelerator.
 PROBED_ACCELERATORS = {"qemu": "tcg", "kvm": "kvm"}
@@ -140,6 +153,7 @@ class ScriptAnswer:
     available: bool
     stdout: str = ""
     reason: str = ""
+    timed_out: bool = False                  # killed at the deadline: undecided, not refused
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,7 @@ class Observations:
 
     libvirt: LibvirtAnswer | None
     libvirt_error: str | None = None
+    libvirt_timed_out: bool = False          # libvirt did not answer in time: undecided, not refused
     runner_error: str | None = None          # why no job could start here at all
     boot_probes: Mapping[str, ProbeResult] = field(default_factory=dict)   # domain type -> result
     nic_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # emulator -> models
@@ -159,6 +174,18 @@ class Observations:
     scripts: tuple[ScriptAnswer, ...] = ()
     version: str = __version__
     images: tuple[str, ...] = ()             # staged image names (VMSUBMIT_IMAGE_DIR)
+    undecided: frozenset[str] = frozenset()  # domain types whose boot probe did not end in time
+    config_source: str | None = None         # the HTCondor configuration file read
+    config_digest: str = ""                  # of the VMSUBMIT_* knobs (config.digest)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A hypervisor as the last run that could check it saw it: VM_TYPE, facts, and when."""
+
+    vm_type: str
+    facts: Mapping[str, str]                 # VM_<HV>_ATTR_<NAME> -> ClassAd literal
+    at: float                                # seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -337,8 +364,14 @@ def hypervisor_facts(kind: str, guest: GuestType, answer: LibvirtAnswer,
     return {hypervisor_attr(kind, name): classad_literal(facts[name]) for name in order if name in facts}
 
 
-def build_ad(observations: Observations) -> dict[str, str]:
-    """The machine ad: attribute name → ClassAd literal, node attributes first."""
+def build_ad(observations: Observations, kept: Mapping[str, Verified] | None = None,
+             now: float = 0.0) -> dict[str, str]:
+    """The machine ad: attribute name → ClassAd literal, node attributes first.
+
+    ``kept``: hypervisors this run could not check in time, advertised as verified earlier
+    (:func:`keepable`); ``now`` dates them.
+    """
+    kept = {} if observations.runner_error else dict(kept or {})
     usable, notes = usable_hypervisors(observations)
     hypervisors = list(usable)
     types = [LIBVIRT_MANAGED] if usable else []
@@ -356,7 +389,15 @@ def build_ad(observations: Observations) -> dict[str, str]:
         types.append(SCRIPT_MANAGED)
     if observations.runner_error:  # no job could start here, whatever the hypervisors can do
         usable, hypervisors, types, script_ads = {}, [], [], {}
-    errors = [error for error in (observations.runner_error, observations.libvirt_error) if error]
+    libvirt_error = observations.libvirt_error
+    for name, entry in kept.items():
+        hypervisors.append(name)
+        types = [t for t in (LIBVIRT_MANAGED, SCRIPT_MANAGED) if t in types or t == entry.vm_type]
+        notes.append(f"{name}: kept as verified {now - entry.at:.0f} s ago")
+        if entry.vm_type == LIBVIRT_MANAGED and libvirt_error and observations.libvirt_timed_out:
+            notes.insert(0, libvirt_error)  # not less claimed: a note, no longer an error
+            libvirt_error = None
+    errors = [error for error in (observations.runner_error, libvirt_error) if error]
     ad = {
         "VM_TYPES": classad_literal(tuple(types)),
         "VM_HYPERVISORS": classad_literal(tuple(hypervisors)),
@@ -364,12 +405,57 @@ def build_ad(observations: Observations) -> dict[str, str]:
         "VM_DISCOVERY_ERROR": classad_literal("; ".join(errors) if errors else None),
         "VM_DISCOVERY_NOTES": classad_literal("; ".join(notes) if notes else None),
         "VM_IMAGES": classad_literal(observations.images),
+        "VM_CONDOR_CONFIG": classad_literal(observations.config_source),
+        "VM_CONFIG_DIGEST": classad_literal(observations.config_digest),
+        "VM_DISCOVERY_AGE": classad_literal(max((int(now - e.at) for e in kept.values()), default=0)),
     }
     if observations.libvirt is not None:
         for kind, guest in usable.items():
             ad.update(hypervisor_facts(kind, guest, observations.libvirt, observations))
     ad.update(script_ads)
+    for entry in kept.values():
+        ad.update(entry.facts)
     return ad
+
+
+def undecided(name: str, entry: Verified, observations: Observations) -> bool:
+    """Whether this run could not check ``name`` in time (rather than found it unusable)."""
+    if entry.vm_type == LIBVIRT_MANAGED:
+        return observations.libvirt_timed_out or name in observations.undecided
+    return any(script.hypervisor == name and script.timed_out for script in observations.scripts)
+
+
+def keepable(record: Mapping[str, Verified], observations: Observations, now: float,
+             keep: float) -> dict[str, Verified]:
+    """The hypervisors of ``record`` this run could not check in time, verified at most ``keep``
+    seconds ago: they stay advertised.
+
+    >>> seen = Verified("libvirt-managed", {"VM_QEMU_ATTR_EFI": "true"}, at=1000.0)
+    >>> slow = Observations(None, libvirt_error="libvirt did not answer", libvirt_timed_out=True)
+    >>> list(keepable({"qemu": seen}, slow, now=1100.0, keep=1800)), keepable({"qemu": seen}, slow, 3000.0, 1800)
+    (['qemu'], {})
+    >>> keepable({"qemu": seen}, Observations(None, libvirt_error="connection refused"), 1100.0, 1800)
+    {}
+    """
+    if observations.runner_error:
+        return {}
+    return {name: entry for name, entry in record.items()
+            if undecided(name, entry, observations) and 0 <= now - entry.at <= keep}
+
+
+def verified(ad: Mapping[str, str], observations: Observations, kept: Mapping[str, Verified],
+             now: float) -> dict[str, Verified]:
+    """What the next run may keep: the hypervisors this run verified (with their facts from
+    ``ad``) and the ``kept`` ones, still as old as they were."""
+    if observations.runner_error:
+        return {}
+    found = {name: LIBVIRT_MANAGED for name in usable_hypervisors(observations)[0]}
+    found.update({script.hypervisor: SCRIPT_MANAGED for script in observations.scripts if script.available})
+    record = dict(kept)
+    for name, vm_type in found.items():
+        prefix = f"VM_{attribute_part(name)}_ATTR_"
+        record[name] = Verified(vm_type, {k: v for k, v in ad.items() if k.startswith(prefix)}, now)
+    return record
 
 
 def classad_literal(value: str | int | bool | tuple[str, ...] | None) -> str:
@@ -419,6 +505,7 @@ class Settings:
     allowed_buses: tuple[str, ...] = ()
     max_vcpus: int | None = None
     image_dir: str | None = None             # VMSUBMIT_IMAGE_DIR
+    keep: float = knobs.DISCOVERY_KEEP.default  # VMSUBMIT_DISCOVERY_KEEP
 
 
 def default_state_dir() -> Path:
@@ -466,13 +553,40 @@ def libvirt_uri(uri: str, state_dir: Path, deadline: Deadline) -> str:
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(state_dir), "LANG": "C",
                      **session_environment(state_dir)},
                 cwd=state_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        while not listening(socket_file) and deadline.left() > 0:
+        while not listening(socket_file):
             if daemon.poll() is not None:
                 lines = log_file.read_text(errors="replace").strip().splitlines()
                 raise RuntimeError(f"libvirtd exited ({lines[-1] if lines else daemon.returncode}); "
                                    f"see {log_file}")
+            if deadline.left() <= 0:
+                raise TimeoutError("the session libvirtd is still starting")
             time.sleep(0.02)
     return f"qemu+unix:///session?socket={socket_file}"
+
+
+VERIFIED_FILE = "verified.json"
+
+
+def load_verified(path: Path, uri: str) -> dict[str, Verified]:
+    """What earlier runs verified against the libvirt at ``uri`` (nothing for another URI, or
+    when the file is missing or unreadable)."""
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("uri") != uri:
+            return {}
+        return {name: Verified(str(entry["type"]), {str(k): str(v) for k, v in entry["facts"].items()},
+                               float(entry["at"]))
+                for name, entry in saved["hypervisors"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def save_verified(path: Path, uri: str, record: Mapping[str, Verified]) -> None:
+    """Keep ``record`` for the next run (replaced whole: two runs may overlap)."""
+    entries = {name: {"type": e.vm_type, "facts": dict(e.facts), "at": e.at} for name, e in record.items()}
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps({"uri": uri, "hypervisors": entries}, indent=1))
+    partial.replace(path)
 
 
 def listening(socket_file: Path) -> bool:
@@ -585,10 +699,10 @@ def emulator_key(kind: str, emulator: str) -> str | None:
     return f"{kind}:{emulator}:{info.st_size}:{info.st_mtime_ns}"
 
 
-def probe_qemu(answer: LibvirtAnswer, state_dir: Path, cache: ProbeCache,
-               deadline: Deadline) -> tuple[dict[str, ProbeResult], dict[str, tuple[str, ...]]]:
+def probe_qemu(answer: LibvirtAnswer, state_dir: Path, cache: ProbeCache, deadline: Deadline
+               ) -> tuple[dict[str, ProbeResult], dict[str, tuple[str, ...]], frozenset[str]]:
     """Boot-probe the QEMU-based domain types and list each emulator's NIC models, in parallel,
-    from the cache when it has them."""
+    from the cache when it has them; also the types whose probe the deadline cut short."""
     arch = host_arch(answer.capabilities)
     emulators = {g.domain_type: str(g.emulator) for g in guest_types(answer.capabilities)
                  if g.arch == arch and g.domain_type in PROBED_ACCELERATORS and g.emulator}
@@ -617,13 +731,16 @@ def probe_qemu(answer: LibvirtAnswer, state_dir: Path, cache: ProbeCache,
             models[emulator] = tuple(cached)
         else:
             listing[emulator] = (key, in_thread(lambda e=emulator: qemu_nic_help(e)))
+    cut_short: set[str] = set()
     for kind, (key, wait) in booting.items():
         finished, value = wait(deadline.left() + 0.1)
         if not (finished and isinstance(value, ProbeResult)):
             value = ProbeResult(False, f"{kind} boot probe did not finish in time", timed_out=True)
         results[kind] = value
         # A guest still running when a probe shortened by the deadline ended proves nothing.
-        if key and not (value.timed_out and timeout < PROBE_TIMEOUT):
+        if value.timed_out and (not finished or timeout < PROBE_TIMEOUT):
+            cut_short.add(kind)
+        elif key:
             cache.put(key, {"ok": value.ok, "detail": value.detail})
     for emulator, (key, wait) in listing.items():
         finished, text = wait(deadline.left() + 0.1)
@@ -631,7 +748,7 @@ def probe_qemu(answer: LibvirtAnswer, state_dir: Path, cache: ProbeCache,
             models[emulator] = nic_models(text)
             if key:
                 cache.put(key, list(models[emulator]))
-    return results, models
+    return results, models, frozenset(cut_short)
 
 
 def qemu_nic_help(emulator: str) -> str:
@@ -700,7 +817,7 @@ def collect_scripts(running: list[tuple[str, subprocess.Popen]], deadline: Deadl
         if not finished or not isinstance(output, tuple):
             os.killpg(process.pid, signal.SIGKILL)
             wait(0.2)  # reap it; its pipes close with the group
-            answers.append(ScriptAnswer(name, False, reason="discover did not finish in time"))
+            answers.append(ScriptAnswer(name, False, reason="discover did not finish in time", timed_out=True))
             continue
         stdout, stderr = output
         if process.returncode == 0:
@@ -723,12 +840,14 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
     error: str | None = None
     probes: dict[str, ProbeResult] = {}
     models: dict[str, tuple[str, ...]] = {}
-    if not finished:
+    cut_short: frozenset[str] = frozenset()
+    timed_out = not finished or isinstance(value, TimeoutError)
+    if timed_out:
         error = f"libvirt at {settings.uri} did not answer within {settings.timeout:g} s"
     elif isinstance(value, LibvirtAnswer):
         answer = value
         cache = ProbeCache(state_dir / "probes.json", settings.probe_ttl)
-        probes, models = probe_qemu(answer, state_dir, cache, deadline)
+        probes, models, cut_short = probe_qemu(answer, state_dir, cache, deadline)
         cache.save()
     else:
         error = f"libvirt at {settings.uri}: " + " ".join(str(value).split())
@@ -737,7 +856,8 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
     runner_error = None if runner.is_file() and os.access(runner, os.X_OK) else \
         f"no runner at {runner} ({knobs.RUNNER.name}): jobs could not start here"
     return Observations(
-        libvirt=answer, libvirt_error=error, runner_error=runner_error, boot_probes=probes, nic_models=models,
+        libvirt=answer, libvirt_error=error, libvirt_timed_out=timed_out, undecided=cut_short,
+        runner_error=runner_error, boot_probes=probes, nic_models=models,
         virtiofsd=virtiofsd() is not None,
         bridges=host_bridges(settings.allowed_networks), allowed_networks=settings.allowed_networks,
         allowed_buses=settings.allowed_buses, max_vcpus=settings.max_vcpus,
@@ -761,6 +881,7 @@ def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | No
         allowed_buses=knobs.ALLOWED_BUSES.value(config),
         max_vcpus=knobs.MAX_VCPUS.value(config),
         image_dir=str(image_dir) if image_dir else None,
+        keep=knobs.DISCOVERY_KEEP.value(config),
     )
 
 
@@ -781,5 +902,12 @@ def main(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeo
     budget = DEFAULT_TIMEOUT if timeout is None else timeout
     deadline = Deadline(budget)  # reading the configuration counts too
     config = knobs.read(KNOBS)
-    observations = discover(settings_from(uri, state_dir, script_dir, budget, config), deadline)
-    click.echo(cron_text(build_ad(observations)), nl=False)
+    settings = settings_from(uri, state_dir, script_dir, budget, config)
+    observations = replace(discover(settings, deadline), config_source=config_source(os.environ),
+                           config_digest=digest(vmsubmit_knobs()))
+    now = time.time()
+    record_file = settings.state_dir / VERIFIED_FILE
+    kept = keepable(load_verified(record_file, settings.uri), observations, now, settings.keep)
+    ad = build_ad(observations, kept, now)
+    save_verified(record_file, settings.uri, verified(ad, observations, kept, now))
+    click.echo(cron_text(ad), nl=False)

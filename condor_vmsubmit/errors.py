@@ -97,3 +97,8 @@ class ControlError(VMSubmitError):
     """The running VM did not do what ``condor_vm_control`` asked."""
 
     exit_code = 8
+
+
+class UnverifiedConfigError(UnsafeInputError):
+    """The runner cannot be sure it reads the node's HTCondor configuration (the admin's policy)
+    as the node does: running the VM would be running it unchecked."""

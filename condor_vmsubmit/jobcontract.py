@@ -45,9 +45,12 @@ DEFAULT_CHECKPOINT_INTERVAL_SECONDS = 3600
 
 # Job attribute the runner sets through chirp before a hold exit; on_exit_hold_reason reads it.
 HOLD_REASON_ATTR = "VMHoldReason"
-# Job attributes the runner updates while the guest runs (usage reporting).
-USAGE_ATTRS = ("VMCpuSeconds", "VMMemoryBytes", "VMDiskReadBytes", "VMDiskWriteBytes",
-               "VMNetRxBytes", "VMNetTxBytes")
+# Job attributes the runner updates while the guest runs (usage reporting).  They are chirp's
+# delayed updates (batched into the starter's periodic update, no event in the user log), which
+# the starter accepts only for names its CHIRP_DELAYED_UPDATE_PREFIX admits: "Chirp*" by default.
+# Earlier builds named them without "Chirp" (VMCpuSeconds ... VMNetTxBytes): docs/attributes.md.
+USAGE_ATTRS = ("ChirpVMCpuSeconds", "ChirpVMMemoryBytes", "ChirpVMDiskReadBytes", "ChirpVMDiskWriteBytes",
+               "ChirpVMNetRxBytes", "ChirpVMNetTxBytes")
 USAGE_INTERVAL_SECONDS = 60.0   # between two updates of them, unless the runner is told otherwise
 # Job attribute naming what the admin policy changed (empty when nothing).
 POLICY_CHANGES_ATTR = "VMPolicyChanges"

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.config import CONFIG_ATTR, DIGEST_ATTR, digest
 from condor_vmsubmit.control.locate import processes
 from condor_vmsubmit.runner.render import domain_name
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, VMSpec
@@ -67,7 +68,20 @@ def make_sandbox(guest_dir: Path, script: str, *, job_id: str, spec: VMSpec | No
     cluster, proc = job_id.split(".")
     (root / "job.ad").write_text(f'ClusterId = {cluster}\nProcId = {proc}\nGlobalJobId = "test#{job_id}#1"\n')
     (root / "machine.ad").write_text('Memory = 2048\nCpus = 2\nVM_HYPERVISORS = { "qemu" }\n')
+    configure_node(root)
     return root
+
+
+def configure_node(sandbox: Path, knobs: dict[str, str] | None = None) -> None:
+    """Give the sandbox's node an HTCondor configuration holding ``knobs``, named in its machine
+    ad with the digest of those knobs, as condor_vm_discover advertises them (config.py)."""
+    config = sandbox / "node_condor_config"
+    config.write_text("".join(f"{name} = {value}\n" for name, value in (knobs or {}).items()))
+    ad = sandbox / "machine.ad"
+    lines = [line for line in ad.read_text().splitlines()
+             if line.split("=")[0].strip() not in (CONFIG_ATTR, DIGEST_ATTR)]
+    lines += [f'{CONFIG_ATTR} = "{config}"', f'{DIGEST_ATTR} = "{digest(knobs or {})}"']
+    ad.write_text("\n".join(lines) + "\n")
 
 
 def runner_env(sandbox: Path) -> dict[str, str]:
@@ -77,8 +91,12 @@ def runner_env(sandbox: Path) -> dict[str, str]:
     return env
 
 
-def start_runner(sandbox: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``condor_vm_runner`` as the starter runs it, in a process group of its own."""
+def start_runner(sandbox: Path, *args: str, extra_env: dict[str, str] | None = None,
+                 knobs: dict[str, str] | None = None) -> subprocess.Popen:
+    """``condor_vm_runner`` as the starter runs it, in a process group of its own; ``knobs``: the
+    node's configuration (:func:`configure_node`) from now on."""
+    if knobs is not None:
+        configure_node(sandbox, knobs)
     return subprocess.Popen([sys.executable, "-m", "condor_vmsubmit.runner", *args], cwd=sandbox,
                             env={**runner_env(sandbox), **(extra_env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -104,9 +122,9 @@ class FakeChirp:
         self.config = folder / ".chirp.config"
         self.config.write_text(f"127.0.0.1 {self.server.server_address[1]} secret-cookie\n")
 
-    def attrs(self, name: str) -> list[str]:
-        """The values set for job attribute ``name``, in order."""
-        prefix = f"set_job_attr {name} "
+    def attrs(self, name: str, *, delayed: bool = False) -> list[str]:
+        """The values set for job attribute ``name`` (``delayed``: by set_job_attr_delayed), in order."""
+        prefix = f"set_job_attr{'_delayed' if delayed else ''} {name} "
         return [c[len(prefix):] for c in self.commands if c.startswith(prefix)]
 
     def close(self) -> None:

@@ -245,7 +245,7 @@ def test_checkpoint_goes_through_the_runner_and_the_restarted_job_continues(gues
 def test_a_script_managed_guest_through_its_admin_script(guest_dir, script_dir):
     spec = dataclasses.replace(guest_spec(), hypervisor="qemu-direct", nics=())
     sandbox = make_sandbox(guest_dir, COUNTER + " wait", job_id="63.0", spec=spec)
-    runner = start_runner(sandbox, extra_env={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
+    runner = start_runner(sandbox, knobs={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
     with_scripts = ("--script-dir", str(script_dir))
     try:
         wait_for(lambda: len(counts(sandbox)) >= 3, BOOT, "the guest to count", runner)

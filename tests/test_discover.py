@@ -31,9 +31,12 @@ from condor_vmsubmit.discover import (
     Observations,
     ProbeCache,
     ScriptAnswer,
+    Verified,
     build_ad,
     cron_text,
     guest_types,
+    keepable,
+    verified,
 )
 from condor_vmsubmit.kvmprobe import ProbeResult
 
@@ -387,3 +390,62 @@ def test_knobs_mean_the_same_to_discovery_and_to_the_policy(uri: str, state_dir:
     line = "VMSUBMIT_MAX_VCPUS = '2.5' is not a positive whole number"
     assert discovered.returncode == checked.returncode == 3
     assert line in discovered.stderr and line in checked.stderr and not discovered.stdout
+
+
+def _stop_daemon(state: Path) -> None:
+    pidfile = state / "runtime" / "libvirt" / "libvirtd.pid"
+    if pidfile.exists():
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+def test_a_run_too_slow_for_libvirt_keeps_what_was_verified_for_a_bounded_time(short_tmp: Path) -> None:
+    """A good run, then runs whose session daemon is cold (its first start takes seconds, more
+    than the 1.3 s budget): the node stays in matchmaking with the good run's facts and their
+    age, until VMSUBMIT_DISCOVERY_KEEP is over."""
+    good, slow, late = (short_tmp / name for name in ("good", "slow", "late"))
+    try:
+        verified = parse_cron(run_discover("--state-dir", str(good), "--timeout", "90").stdout)
+        assert "qemu" in string_list(verified["VM_HYPERVISORS"]) and verified["VM_DISCOVERY_AGE"] == "0"
+        for state in (slow, late):
+            state.mkdir(mode=0o700)
+            shutil.copy(good / "verified.json", state / "verified.json")
+        ad = parse_cron(run_discover("--state-dir", str(slow)).stdout)
+        late_ad = parse_cron(run_discover("--state-dir", str(late),
+                                          env={"_CONDOR_VMSUBMIT_DISCOVERY_KEEP": "0"}).stdout)
+    finally:
+        for state in (good, slow, late):
+            _stop_daemon(state)
+    assert ad["VM_HYPERVISORS"] == verified["VM_HYPERVISORS"] and ad["VM_TYPES"] == verified["VM_TYPES"]
+    assert all(ad[name] == value for name, value in verified.items() if "_ATTR_" in name)
+    assert ad["VM_DISCOVERY_ERROR"] == "undefined"
+    assert f"did not answer within {DEFAULT_TIMEOUT:g} s" in ad["VM_DISCOVERY_NOTES"]
+    assert "qemu: kept as verified" in ad["VM_DISCOVERY_NOTES"] and int(ad["VM_DISCOVERY_AGE"]) >= 0
+    # the slow run keeps the record for the next one, no younger than it was
+    kept = json.loads((slow / "verified.json").read_text())["hypervisors"]["qemu"]
+    assert kept["at"] == json.loads((good / "verified.json").read_text())["hypervisors"]["qemu"]["at"]
+    # past the bound a slow run claims nothing, as before
+    assert late_ad["VM_HYPERVISORS"] == '""' and "did not answer" in late_ad["VM_DISCOVERY_ERROR"]
+
+
+def test_kept_hypervisors_join_the_ad_but_never_without_a_runner() -> None:
+    seen = Verified("libvirt-managed", {"VM_QEMU_ATTR_MAX_VCPUS": "255"}, at=1000.0)
+    toy = Verified("script-managed", {"VM_TOY_ATTR_X": "1"}, at=1060.0)
+    slow = Observations(None, libvirt_error="libvirt at qemu:///session did not answer within 1.3 s",
+                        libvirt_timed_out=True,
+                        scripts=(ScriptAnswer("toy", False, reason="discover did not finish in time", timed_out=True),))
+    kept = keepable({"qemu": seen, "toy": toy}, slow, now=1100.0, keep=1800)
+    ad = build_ad(slow, kept, now=1100.0)
+    assert string_list(ad["VM_HYPERVISORS"]) == ["qemu", "toy"]
+    assert string_list(ad["VM_TYPES"]) == ["libvirt-managed", "script-managed"]
+    assert ad["VM_QEMU_ATTR_MAX_VCPUS"] == "255" and ad["VM_TOY_ATTR_X"] == "1"
+    assert ad["VM_DISCOVERY_AGE"] == "100" and ad["VM_DISCOVERY_ERROR"] == "undefined"
+    assert ad["VM_DISCOVERY_NOTES"] == ('"libvirt at qemu:///session did not answer within 1.3 s; '
+                                        'script toy: discover did not finish in time; '
+                                        'qemu: kept as verified 100 s ago; toy: kept as verified 40 s ago"')
+    assert verified(ad, slow, kept, now=1100.0) == kept  # their age goes on
+    # a script that refused (not slow) is not kept; nor anything once the runner is gone
+    refused = Observations(None, scripts=(ScriptAnswer("toy", False, reason="discover exited 1"),))
+    assert keepable({"toy": toy}, refused, 1100.0, 1800) == {}
+    gone = Observations(None, libvirt_error="x", libvirt_timed_out=True, runner_error="no runner")
+    assert keepable({"qemu": seen}, gone, 1100.0, 1800) == {}
+    assert build_ad(gone, {"qemu": seen}, 1100.0)["VM_HYPERVISORS"] == '""'

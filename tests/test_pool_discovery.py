@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import classad2
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_the_cron_attributes_are_in_the_startd_ads() -> None:
     for ad in ads:
         assert isinstance(ad["VM_TYPES"], str) and isinstance(ad["VM_HYPERVISORS"], str), ad["Name"]
         if "libvirt-managed" in ad["VM_TYPES"].split(","):
-            assert ad.get("VM_DISCOVERY_ERROR") is None, ad["Name"]
+            assert ad.get("VM_DISCOVERY_ERROR") in (None, classad2.Value.Undefined), ad["Name"]
 
 
 def test_a_submitted_vm_boots_and_ends_with_the_guest_exit_status(tmp_path: Path) -> None:
@@ -81,10 +82,12 @@ def test_a_submitted_vm_boots_and_ends_with_the_guest_exit_status(tmp_path: Path
     assert submitted.returncode == 0, submitted.stderr
     cluster = int(re.search(r"submitted to cluster (\d+)", submitted.stdout).group(1))
     limit = float(os.environ.get("VMSUBMIT_POOL_TIMEOUT", "900"))
-    log = htcondor2.JobEventLog(str(out / "pool-guest.log"))
     end = time.monotonic() + limit
     outcome = None
     try:
+        while not (out / "pool-guest.log").exists() and time.monotonic() < end:
+            time.sleep(1)  # written once the job is queued
+        log = htcondor2.JobEventLog(str(out / "pool-guest.log"))
         while outcome is None and time.monotonic() < end:
             for event in log.events(stop_after=5):
                 if event.type == htcondor2.JobEventType.JOB_TERMINATED:
@@ -93,6 +96,8 @@ def test_a_submitted_vm_boots_and_ends_with_the_guest_exit_status(tmp_path: Path
                     outcome = ("stopped", event.get("HoldReason") or str(event.type))
         assert outcome is not None, f"job {cluster} did not finish within {limit:.0f} s"
         assert outcome == ("exit", GUEST_EXIT_STATUS), outcome
+        output = (out / f"pool-guest.{cluster}.0.out").read_text(errors="replace")
+        assert "hello from the guest" in output  # the console, streamed into the job's output
     finally:
         if outcome is None or outcome[0] != "exit":  # still queued, or held: leave nothing behind
             htcondor2.Schedd().act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")

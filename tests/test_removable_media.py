@@ -31,7 +31,7 @@ from condor_vmsubmit.runner.sandbox import Sandbox
 from condor_vmsubmit.spec import Disk, VMSpec
 
 from conftest import REPO, corpus_folder
-from guest import console, runner_env, stop_and_clean
+from guest import configure_node, console, runner_env, stop_and_clean
 
 DOMAIN_RNG = Path("/usr/share/libvirt/schemas/domain.rng")
 TTY_OVA = "govmomi__ttylinux-pc_i486-16.1/ttylinux-pc_i486-16.1.ova"
@@ -298,6 +298,7 @@ def test_a_guest_reads_the_iso_built_with_cdrom_from(cdrom_guest: Path, tmp_path
         shutil.copyfile(path, sandbox / Path(path).name)
     (sandbox / "job.ad").write_text('ClusterId = 7\nProcId = 0\nGlobalJobId = "test#7.0#1"\n')
     (sandbox / "machine.ad").write_text('Memory = 2048\nCpus = 2\nVM_HYPERVISORS = { "qemu" }\n')
+    configure_node(sandbox)
     runner = subprocess.Popen([sys.executable, "-m", "condor_vmsubmit.runner"], cwd=sandbox,
                               env=runner_env(sandbox), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)

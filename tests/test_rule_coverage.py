@@ -18,12 +18,14 @@ import pytest
 
 from condor_vmsubmit import __version__
 from condor_vmsubmit.checks import knobs, safety
+from condor_vmsubmit.config import digest
 from condor_vmsubmit.discover import (
     HYPERVISOR_FACTS,
     NODE_ATTRIBUTES,
     LibvirtAnswer,
     Observations,
     ScriptAnswer,
+    Verified,
     build_ad,
 )
 from condor_vmsubmit.kvmprobe import ProbeResult
@@ -223,6 +225,26 @@ def _notes() -> None:
     assert seen()["VM_DISCOVERY_NOTES"] == "undefined"
     hung = {"qemu": WORKING["qemu"], "kvm": ProbeResult(False, "kvm guest hung")}
     assert seen(boot_probes=hung)["VM_DISCOVERY_NOTES"] == '"kvm: kvm guest hung"'
+
+
+@case("VM_CONDOR_CONFIG")
+def _condor_config() -> None:
+    assert seen()["VM_CONDOR_CONFIG"] == "undefined"
+    assert seen(config_source="/opt/condor/etc/condor_config")["VM_CONDOR_CONFIG"] == '"/opt/condor/etc/condor_config"'
+
+
+@case("VM_CONFIG_DIGEST")
+def _config_digest() -> None:
+    knobs_digest = digest({"VMSUBMIT_MAX_VCPUS": "8"})
+    assert seen(config_digest=knobs_digest)["VM_CONFIG_DIGEST"] == f'"{knobs_digest}"'
+
+
+@case("VM_DISCOVERY_AGE")
+def _discovery_age() -> None:
+    assert seen()["VM_DISCOVERY_AGE"] == "0"
+    slow = Observations(None, libvirt_error="libvirt did not answer", libvirt_timed_out=True)
+    kept = {"qemu": Verified("libvirt-managed", {"VM_QEMU_ATTR_MAX_VCPUS": "255"}, at=1000.0)}
+    assert build_ad(slow, kept, now=1100.0)["VM_DISCOVERY_AGE"] == "100"
 
 
 @case("VM_IMAGES")

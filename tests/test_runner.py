@@ -64,12 +64,13 @@ def assert_nothing_left(job_id: str, sandbox: Path) -> None:
 def test_guest_exit_status_becomes_the_exit_code(guest_dir, sandboxes):
     script = "ip link set eth0 up; sleep 0.5; echo carrier=$(cat /sys/class/net/eth0/carrier); echo hello; exit 7"
     runner, sandbox = run_guest(guest_dir, sandboxes, script, "1.0", "--usage-interval", "1")
-    _, stderr = runner.communicate(timeout=BOOT)
+    stdout, stderr = runner.communicate(timeout=BOOT)
     assert runner.returncode == 7, stderr
     assert "hello" in console(sandbox).splitlines()
     assert "carrier=0" in console(sandbox).splitlines()  # the spec's NIC has its link down
     assert "condor-vm-exit-status=7" in console(sandbox)
-    assert "usage: VMCpuSeconds=" in stderr
+    assert stdout == console(sandbox)  # the console also went to the job's output, all of it
+    assert "usage: ChirpVMCpuSeconds=" in stderr
     assert_nothing_left("1.0", sandbox)
 
 
@@ -81,7 +82,7 @@ def test_a_sandbox_path_too_long_for_sockets_keeps_the_session_in_a_short_folder
         if entry.is_file():
             entry.rename(deep / entry.name)
     before = set(Path("/tmp").glob("cvm-*"))
-    runner = start_runner(deep)
+    runner = start_runner(deep, knobs={})  # the node configuration moved with the files
     sandboxes.append((runner, sandbox))
     _, stderr = runner.communicate(timeout=BOOT)
     assert runner.returncode == 0, stderr
@@ -109,7 +110,9 @@ def test_sigterm_checkpoints_and_the_next_start_continues_the_count(guest_dir, s
     assert after == list(range(after[0], after[0] + len(after)))
     assert not (sandbox / jobcontract.CHECKPOINT_DIR / "guest.save").exists()
     again.send_signal(signal.SIGINT)
-    again.communicate(timeout=BOOT)
+    out, _ = again.communicate(timeout=BOOT)
+    streamed = [line for line in out.splitlines() if line.startswith("count=")]
+    assert streamed and streamed[0] == f"count={after[0]}"  # the job's output: only what this start ran
 
 
 def test_stopping_the_runner_pauses_the_guest_and_sigkill_leaves_nothing(guest_dir, sandboxes):
@@ -180,10 +183,24 @@ def test_usage_and_hold_reasons_reach_the_job_ad_through_chirp(guest_dir, sandbo
         _, stderr = runner.communicate(timeout=BOOT)
         assert runner.returncode == 0, stderr
         assert "cookie secret-cookie" in chirp.commands
-        cpu = [int(v) for v in chirp.attrs("VMCpuSeconds")]
+        cpu = [int(v) for v in chirp.attrs("ChirpVMCpuSeconds", delayed=True)]
         assert cpu and cpu[-1] >= 1, chirp.commands
-        assert [int(v) for v in chirp.attrs("VMMemoryBytes")][-1] == 128 << 20
+        assert [int(v) for v in chirp.attrs("ChirpVMMemoryBytes", delayed=True)][-1] == 128 << 20
+        # delayed updates only: no "Setting job attribute" event in the user log for each
+        assert not any(c.startswith("set_job_attr ") for c in chirp.commands), chirp.commands
         assert "usage:" not in stderr  # with chirp, usage goes to the job ad
+
+        # a node whose CHIRP_DELAYED_UPDATE_PREFIX leaves them out: usage on stderr, said once why
+        sent = len(chirp.commands)
+        runner, _ = run_guest(guest_dir, sandboxes, "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exit 0",
+                              "8.2", "--usage-interval", "1",
+                              extra_env={"_CONDOR_CHIRP_CONFIG": str(chirp.config),
+                                         "_CHIRP_DELAYED_UPDATE_PREFIX": "Foo*"})
+        _, stderr = runner.communicate(timeout=BOOT)
+        assert runner.returncode == 0, stderr
+        assert "CHIRP_DELAYED_UPDATE_PREFIX (Foo*) does not admit ChirpVMCpuSeconds" in stderr
+        assert "usage: ChirpVMCpuSeconds=" in stderr
+        assert not any("ChirpVM" in c for c in chirp.commands[sent:]), chirp.commands[sent:]
 
         xml = guest_builder().domain_xml("hostile").replace("<devices>", "<devices><emulator>/tmp/x</emulator>")
         runner, _ = run_guest(guest_dir, sandboxes, "exit 0", "8.1", domain_xml=xml,

@@ -15,7 +15,7 @@ from condor_vmsubmit import jobcontract
 from condor_vmsubmit.runner.lifecycle import save_image_complete
 from condor_vmsubmit.spec import Nic
 
-from guest import FakeChirp, console, guest_spec, make_sandbox, runner_env, start_runner
+from guest import FakeChirp, configure_node, console, guest_spec, make_sandbox, runner_env, start_runner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def test_a_broken_spec_file_is_one_line(guest_dir, sandboxes, text, says):
 def test_a_slot_too_small_holds_the_job_before_anything_starts(guest_dir, sandboxes):
     sandbox = sandboxes(guest_dir, "exit 0", job_id="21.0")
     (sandbox / "machine.ad").write_text('Memory = 200\nCpus = 1\nVM_HYPERVISORS = { "qemu" }\n')
-    code, stderr = finish(start_runner(sandbox))
+    code, stderr = finish(start_runner(sandbox, knobs={}))
     assert code == jobcontract.EXIT_MISMATCH
     assert "this slot has 200 MiB" in stderr
     # no guest ran; the console log and the checkpoint folder exist, empty: both are output files
@@ -99,10 +99,39 @@ def test_a_slot_too_small_holds_the_job_before_anything_starts(guest_dir, sandbo
 
 def test_the_admin_policy_can_refuse_the_vm(guest_dir, sandboxes):
     sandbox = sandboxes(guest_dir, "exit 0", job_id="22.0")
-    code, stderr = finish(start_runner(sandbox, extra_env={"_CONDOR_VMSUBMIT_MAX_MEMORY_MB": "64"}))
+    # the node's configuration is the one its machine ad names, whatever the job's CONDOR_CONFIG says
+    code, stderr = finish(start_runner(sandbox, knobs={"VMSUBMIT_MAX_MEMORY_MB": "64"},
+                                       extra_env={"CONDOR_CONFIG": "/dev/null"}))
     assert code == jobcontract.EXIT_REFUSED
     assert "admin policy" in stderr and "64" in stderr
     assert not console(sandbox)  # nothing ran: the console log is empty (it exists: an output file)
+
+
+def test_a_job_cannot_lift_the_admins_limits_through_its_environment(guest_dir, sandboxes):
+    sandbox = sandboxes(guest_dir, "exit 0", job_id="24.0")
+    configure_node(sandbox, {"VMSUBMIT_MAX_MEMORY_MB": "64"})
+    code, stderr = finish(start_runner(sandbox, extra_env={"_CONDOR_VMSUBMIT_MAX_MEMORY_MB": "99999"}))
+    assert code == jobcontract.EXIT_REFUSED, stderr
+    assert "the job's environment overrides _CONDOR_VMSUBMIT_MAX_MEMORY_MB" in stderr
+    assert not (sandbox / jobcontract.CONSOLE_LOG_FILE).exists()
+
+
+def test_without_the_nodes_configuration_the_runner_holds_the_job(guest_dir, sandboxes):
+    """No VM_CONDOR_CONFIG in the machine ad (no discovery on the node), or other knobs than
+    discovery saw (the configuration changed since): the runner cannot be sure of the policy."""
+    sandbox = sandboxes(guest_dir, "exit 0", job_id="25.0")
+    (sandbox / "machine.ad").write_text('Memory = 2048\nCpus = 2\nVM_HYPERVISORS = { "qemu" }\n')
+    code, stderr = finish(start_runner(sandbox))
+    assert code == jobcontract.EXIT_REFUSED
+    assert "the machine ad does not say which HTCondor configuration this node uses" in stderr
+
+    configure_node(sandbox, {"VMSUBMIT_MAX_VCPUS": "8"})
+    (sandbox / "node_condor_config").write_text("VMSUBMIT_MAX_VCPUS = 16\n")
+    code, stderr = finish(start_runner(sandbox))
+    assert code == jobcontract.EXIT_REFUSED
+    assert "differ from those this node's discovery saw (VM_CONFIG_DIGEST)" in stderr
+    assert "the configuration changed since discovery last ran" in stderr
+    assert not (sandbox / jobcontract.CONSOLE_LOG_FILE).exists()
 
 
 @pytest.mark.guest
@@ -112,9 +141,9 @@ def test_the_admin_policy_can_change_the_vm_and_the_job_ad_says_what(guest_dir, 
                         job_id="23.0", spec=spec)
     chirp = FakeChirp(tmp_path)
     try:
-        code, stderr = finish(start_runner(sandbox, extra_env={
-            "_CONDOR_CHIRP_CONFIG": str(chirp.config),
-            "_CONDOR_VMSUBMIT_POLICY_XSLT": str(REPO / "examples" / "policy" / "link-down.xsl")}))
+        code, stderr = finish(start_runner(
+            sandbox, extra_env={"_CONDOR_CHIRP_CONFIG": str(chirp.config)},
+            knobs={"VMSUBMIT_POLICY_XSLT": str(REPO / "examples" / "policy" / "link-down.xsl")}))
         assert code == 0, stderr
         changes = chirp.attrs(jobcontract.POLICY_CHANGES_ATTR)
         assert len(changes) == 1 and "link" in changes[0], chirp.commands

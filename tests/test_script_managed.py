@@ -25,8 +25,8 @@ from condor_vmsubmit.runner.script_protocol import (
 from condor_vmsubmit.scripts.qemu_direct import problems, qemu_command
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, SharedFolder, VMSpec
 
+from guest import configure_node, guest_builder, guest_spec, runner_env, start_runner
 from guest import counts as runner_counts
-from guest import guest_builder, guest_spec, runner_env, start_runner
 from guest import make_sandbox as runner_sandbox
 
 COUNTING_JOB = "i=0; while true; do echo count=$i; i=$((i+1)); sleep 0.2; done"
@@ -222,7 +222,7 @@ def test_runner_passes_a_script_managed_guests_exit_status(guest_dir, script_dir
     spec = replace(guest_spec("scripted-status"), hypervisor="qemu-direct")
     sandbox = runner_sandbox(guest_dir, "echo via the script; exit 5", job_id="71.0", spec=spec)
     try:
-        runner = start_runner(sandbox, extra_env={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
+        runner = start_runner(sandbox, knobs={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
         _, errors = runner.communicate(timeout=120)
         assert runner.returncode == 5, errors
         assert "via the script" in (sandbox / CONSOLE_LOG_FILE).read_text()
@@ -234,9 +234,9 @@ def test_runner_passes_a_script_managed_guests_exit_status(guest_dir, script_dir
 def test_runner_checkpoints_a_script_managed_guest_on_sigterm_and_restores_it(guest_dir, script_dir):
     spec = replace(guest_spec("scripted-ckpt"), hypervisor="qemu-direct")
     sandbox = runner_sandbox(guest_dir, COUNTING_JOB, job_id="72.0", spec=spec)
-    env = {"VMSUBMIT_SCRIPT_DIR": str(script_dir), "VMSUBMIT_STOP_GRACE": "1"}
+    env = {"VMSUBMIT_STOP_GRACE": "1"}  # read by qemu-direct
     try:
-        runner = start_runner(sandbox, extra_env=env)
+        runner = start_runner(sandbox, extra_env=env, knobs={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
         wait_for(lambda: len(runner_counts(sandbox)) >= 3)
         runner.send_signal(signal.SIGTERM)
         _, errors = runner.communicate(timeout=60)
@@ -261,6 +261,7 @@ def test_runner_holds_a_job_whose_script_is_not_installed(tmp_path, script_dir):
     (sandbox / SPEC_FILE).write_text(replace(guest_spec("noscript"), hypervisor="vmware-fusion").to_json())
     (sandbox / "job.ad").write_text("ClusterId = 1\nProcId = 0\n")
     (sandbox / "machine.ad").write_text("Memory = 2048\nCpus = 2\n")
+    configure_node(sandbox)
     done = subprocess.run([sys.executable, "-m", "condor_vmsubmit.runner"], cwd=sandbox, capture_output=True,
                           text=True, env={**runner_env(sandbox), "VMSUBMIT_SCRIPT_DIR": str(script_dir)})
     assert done.returncode == 111
@@ -296,7 +297,7 @@ def test_a_script_writing_a_mebibyte_to_stderr_does_not_block_the_job(tmp_path, 
     (sandbox / SPEC_FILE).write_text(VMSpec("libvirt", "noisy", 1, 128 * 2**20, hypervisor=hypervisor).to_json())
     (sandbox / "job.ad").write_text("ClusterId = 1\nProcId = 0\n")
     (sandbox / "machine.ad").write_text("Memory = 2048\nCpus = 2\n")
-    runner = start_runner(sandbox, extra_env={"VMSUBMIT_SCRIPT_DIR": str(scripts)})
+    runner = start_runner(sandbox, knobs={"VMSUBMIT_SCRIPT_DIR": str(scripts)})
     try:
         _, errors = runner.communicate(timeout=60)
     finally:

@@ -153,7 +153,7 @@ def _run(guest_dir: Path, cleanup: list, image_dir: Path, job_id: str, **kwargs)
     sandbox = make_sandbox(guest_dir, "", job_id=job_id, spec=spec, **kwargs)
     data = sandbox / "job.img"  # the job's data disk: its input, then room for the result
     data.write_bytes(b"data-in:4242" + bytes(65536 - 12))
-    runner = start_runner(sandbox, extra_env={"_CONDOR_VMSUBMIT_IMAGE_DIR": str(image_dir)})
+    runner = start_runner(sandbox, knobs={"VMSUBMIT_IMAGE_DIR": str(image_dir)})
     cleanup.append((runner, sandbox))
     return runner, sandbox
 
@@ -229,8 +229,7 @@ def test_a_checkpointed_guest_restores_with_its_overlay_on_another_node_and_coun
     guest_builder().write_job_disk(image_dir / "counter.raw", counter)
     spec = add_image(guest_spec(), "counter")
     sandbox = make_sandbox(guest_dir, "", job_id="34.0", spec=spec)
-    env = {"_CONDOR_VMSUBMIT_IMAGE_DIR": str(image_dir)}
-    runner = start_runner(sandbox, extra_env=env)
+    runner = start_runner(sandbox, knobs={"VMSUBMIT_IMAGE_DIR": str(image_dir)})
     cleanup.append((runner, sandbox))
     wait_for(lambda: len(counts(sandbox)) >= 3, BOOT, "the guest to count", runner)
     runner.send_signal(signal.SIGTERM)
@@ -243,7 +242,7 @@ def test_a_checkpointed_guest_restores_with_its_overlay_on_another_node_and_coun
     other_node = tmp_path / "elsewhere"  # the same image staged at another path, as on another node
     other_node.mkdir()
     (image_dir / "counter.raw").rename(other_node / "counter.raw")
-    again = start_runner(sandbox, extra_env={"_CONDOR_VMSUBMIT_IMAGE_DIR": str(other_node)})
+    again = start_runner(sandbox, knobs={"VMSUBMIT_IMAGE_DIR": str(other_node)})
     cleanup.append((again, sandbox))
     wait_for(lambda: len(counts(sandbox)) >= len(before) + 3, BOOT, "the restored guest to count on", again)
     assert counts(sandbox)[len(before)] == before[-1] + 1

@@ -141,6 +141,9 @@ DISCOVERY_STATE_DIR: Knob[Path | None] = Knob(
     "VMSUBMIT_DISCOVERY_STATE_DIR", path, None, "discovery's libvirt session files and probe cache")
 DISCOVERY_PROBE_TTL: Knob[float | None] = Knob(
     "VMSUBMIT_DISCOVERY_PROBE_TTL", seconds, None, "seconds a cached probe stays valid")
+DISCOVERY_KEEP: Knob[float] = Knob(
+    "VMSUBMIT_DISCOVERY_KEEP", seconds, 1800.0,
+    "seconds a verified hypervisor stays advertised while discovery runs are too slow to check it")
 MIN_CHECKPOINT_INTERVAL: Knob[float] = Knob(
     "VMSUBMIT_MIN_CHECKPOINT_INTERVAL", seconds, 60.0, "no job saves its guest on its own more often (seconds)")
 MAX_CHECKPOINT_INTERVAL: Knob[float | None] = Knob(
@@ -148,7 +151,7 @@ MAX_CHECKPOINT_INTERVAL: Knob[float | None] = Knob(
 
 ALL: tuple[Knob, ...] = (POLICY_XSLT, MAX_MEMORY_MB, MAX_VCPUS, ALLOWED_NETWORKS, ALLOWED_BUSES,
                          ALLOW_HOST_MEDIA, IMAGE_DIR, SCRIPT_DIR, RUNNER, LIBVIRT_URI, DISCOVERY_STATE_DIR,
-                         DISCOVERY_PROBE_TTL, MIN_CHECKPOINT_INTERVAL, MAX_CHECKPOINT_INTERVAL)
+                         DISCOVERY_PROBE_TTL, DISCOVERY_KEEP, MIN_CHECKPOINT_INTERVAL, MAX_CHECKPOINT_INTERVAL)
 
 
 def read(chosen: Iterable[Knob]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from .. import jobcontract
 from ..classads import script_managed
 from ..errors import ConfigError, UnsafeInputError, VMSubmitError
 from .chirp import Reporter
+from .follow import write_to_stdout
 from .guard import GuardianProcess
 from .sandbox import Sandbox, ad_files, read_spec, sandbox_root
 
@@ -74,15 +75,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             guardian = GuardianProcess(sandbox.state_dir)
         # Imported only now, while the job's libvirtd comes up (see above).
         from ..checks import knobs
+        from ..config import use_node_config
         from .job import load_job
         from .lifecycle import Options, run
         from .periodic import checkpoint_interval
 
         job = load_job(ads, sandbox, spec)
+        use_node_config(job.machine_ad)  # the admin's policy as the node's daemons see it, or a hold
         every = checkpoint_interval(job.job_ad, knobs.read((knobs.MIN_CHECKPOINT_INTERVAL,
                                                             knobs.MAX_CHECKPOINT_INTERVAL)))
         code = run(job, Options(uri=options.uri, usage_interval=options.usage_interval,
-                                script_dir=options.script_dir, checkpoint_interval=every), reporter, guardian)
+                                script_dir=options.script_dir, checkpoint_interval=every,
+                                console_sink=write_to_stdout), reporter, guardian)
     except VMSubmitError as error:
         # Bad input the runner cannot even start with: the job is held with the reason.
         reporter.set_attrs({jobcontract.HOLD_REASON_ATTR: error.one_line()})

@@ -17,6 +17,8 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from ..classads import script_managed
 from ..errors import VMSubmitError
 from ..staged import image_dir_from_config
 from .chirp import Reporter
+from .follow import Follower, size_of
 from .guard import GuardianProcess, node_cache
 from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
@@ -68,6 +71,7 @@ class Options:
     policy: Policy | None = None           # None: read the HTCondor configuration
     script_dir: Path | None = None         # admin scripts for script-managed hypervisors (None: the knob)
     checkpoint_interval: float | None = None  # seconds between periodic checkpoints (None: none)
+    console_sink: Callable[[bytes], None] | None = None  # also gets the console as the guest writes it
 
 
 class Stop(Exception):
@@ -260,6 +264,14 @@ def start(session: Session, root: etree._Element, job: Job, reporter: Reporter) 
         raise Stop(Outcome(jobcontract.EXIT_START_FAILED, reason)) from None
 
 
+def following_console(job: Job, options: Options, offset: int) -> AbstractContextManager:
+    """While in it, what the guest writes on its console after ``offset`` also goes to the
+    options' console sink (the job's stdout), when there is one."""
+    if options.console_sink is None:
+        return nullcontext()
+    return Follower(job.sandbox.console_log, options.console_sink, offset=offset)
+
+
 def _stopped_outcome(detail: int, console_log: Path) -> Outcome:
     if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
         status = guest_exit_status(console_log.read_text(errors="replace")) if console_log.exists() else None
@@ -384,7 +396,8 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
     if script_managed(job.spec.hypervisor):
         from .script_backend import configured_script_dir, run_script_job
 
-        return run_script_job(job, options.script_dir or configured_script_dir(), reporter, signals)
+        return run_script_job(job, options.script_dir or configured_script_dir(), reporter, signals,
+                              lambda offset: following_console(job, options, offset))
     root = prepare(job, options, reporter)
     usage = UsageReporter(reporter, options.usage_interval)
     with Session(job.sandbox.state_dir, options.uri, guardian) as session, virtiofs_daemons(_shares(job)):
@@ -395,5 +408,8 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
             return Outcome(jobcontract.EXIT_CHECKPOINTED)  # the saved state is still the guest's state
         if signals.checkpoint or signals.interrupt:
             return Outcome(jobcontract.EXIT_INTERRUPTED, "stopped before the guest started")
+        # restored: the console log goes on from where it is; booted: start() empties it
+        offset = size_of(job.sandbox.console_log) if job.sandbox.save_file.exists() else 0
         domain = start(session, root, job, reporter)
-        return watch(session, domain, signals, job, usage, options.checkpoint_interval)
+        with following_console(job, options, offset):
+            return watch(session, domain, signals, job, usage, options.checkpoint_interval)

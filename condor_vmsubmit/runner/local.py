@@ -13,7 +13,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -24,11 +23,11 @@ from .. import jobcontract
 from ..errors import InputError
 from ..spec import VMSpec
 from .chirp import Reporter
+from .follow import Follower
 from .job import load_job
 from .lifecycle import Options, kvm_usable, run
 from .sandbox import Sandbox, ad_files
 
-STREAM_POLL_SECONDS = 0.1
 # No schedd to report usage to: a sample an hour is plenty.
 LOCAL_OPTIONS = Options(usage_interval=3600.0)
 
@@ -77,42 +76,33 @@ class ConsoleStream:
     """Follows the guest's console file and prints its lines above a status line."""
 
     def __init__(self, path: Path, terminal: Console, name: str):
-        self.path = path
         self.terminal = terminal
         self.name = name
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._follow, name="console", daemon=True)
+        self.partial = ""
         self.started = time.monotonic()
+        self.status = terminal.status(f"[bold]{name}[/]: starting")
+        self.follower = Follower(path, self._lines, tick=self._tick)
 
     def __enter__(self) -> ConsoleStream:
-        self.thread.start()
+        self.status.__enter__()
+        self.follower.__enter__()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.done.set()
-        self.thread.join()
+    def __exit__(self, *exc: object) -> None:
+        self.follower.__exit__(*exc)
+        if self.partial:
+            self.terminal.print(self.partial, markup=False, highlight=False)
+        self.status.__exit__(*exc)
 
-    def _follow(self) -> None:
-        offset, partial = 0, ""
-        with self.terminal.status(f"[bold]{self.name}[/]: starting") as status:
-            while True:
-                finished = self.done.is_set()
-                if self.path.exists():
-                    with self.path.open("rb") as handle:
-                        handle.seek(offset)
-                        data = handle.read()
-                    offset += len(data)
-                    lines = (partial + data.decode(errors="replace")).split("\n")
-                    partial = lines.pop()
-                    for line in lines:
-                        self.terminal.print(line.rstrip("\r"), markup=False, highlight=False)
-                elapsed = time.monotonic() - self.started
-                status.update(f"[bold]{self.name}[/]: running {elapsed:.0f} s (Ctrl-C stops the guest)")
-                if finished:
-                    if partial:
-                        self.terminal.print(partial, markup=False, highlight=False)
-                    return
-                self.done.wait(STREAM_POLL_SECONDS)
+    def _lines(self, data: bytes) -> None:
+        lines = (self.partial + data.decode(errors="replace")).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            self.terminal.print(line.rstrip("\r"), markup=False, highlight=False)
+
+    def _tick(self) -> None:
+        elapsed = time.monotonic() - self.started
+        self.status.update(f"[bold]{self.name}[/]: running {elapsed:.0f} s (Ctrl-C stops the guest)")
 
 
 def run_local(spec: VMSpec, input_files: list[str], *, options: Options = LOCAL_OPTIONS) -> int:

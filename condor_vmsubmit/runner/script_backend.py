@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,6 +18,7 @@ from .. import jobcontract
 from ..checks import knobs
 from ..errors import InputError
 from .chirp import Reporter
+from .follow import size_of
 from .job import Job
 from .lifecycle import Outcome, Signals, Stop, guest_exit_status
 from .script_protocol import ScriptOutcome, find_script, last_line, read_tail, run_action, start_guest
@@ -29,8 +32,12 @@ def configured_script_dir() -> Path | None:
     return knobs.configured(knobs.SCRIPT_DIR)
 
 
-def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signals: Signals) -> Outcome:
-    """Run the job's guest through the script named by its hypervisor; the outcome."""
+def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signals: Signals,
+                   following: Callable[[int], AbstractContextManager]) -> Outcome:
+    """Run the job's guest through the script named by its hypervisor; the outcome.
+
+    ``following(offset)``: the console is passed on from ``offset`` while the guest runs.
+    """
     hypervisor = job.spec.hypervisor or str(job.job_ad.get("VM_HYPERVISOR", ""))
     if script_dir is None:
         raise Stop(Outcome(jobcontract.EXIT_MISMATCH,
@@ -60,10 +67,12 @@ def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signal
     if signals.checkpoint or signals.interrupt:
         return Outcome(jobcontract.EXIT_INTERRUPTED, "stopped before the guest started")
 
+    offset = size_of(job.sandbox.console_log)
     with tempfile.TemporaryFile(dir=job.sandbox.state_dir) as errors:
         guest = start_guest(script, ad_file, job.sandbox.root, job.sandbox.spec_file, job.sandbox.console_log,
                             errors)
-        return _watch(guest, errors, action, job, signals, hypervisor)
+        with following(offset):
+            return _watch(guest, errors, action, job, signals, hypervisor)
 
 
 def _watch(guest: subprocess.Popen, errors: BinaryIO, action, job: Job, signals: Signals,

@@ -28,7 +28,7 @@ class Usage:
     def attributes(self) -> dict[str, int]:
         """The job attributes to set.
 
-        >>> Usage(3, 4, 5, 6, 7, 8).attributes()["VMNetTxBytes"]
+        >>> Usage(3, 4, 5, 6, 7, 8).attributes()["ChirpVMNetTxBytes"]
         8
         """
         return dict(zip(jobcontract.USAGE_ATTRS, astuple(self), strict=True))
@@ -48,8 +48,9 @@ class Usage:
     def line(self) -> str:
         """One log line.
 
-        >>> Usage(3, 1048576, 0, 0, 0, 0).line()
-        'usage: VMCpuSeconds=3 VMMemoryBytes=1048576 VMDiskReadBytes=0 VMDiskWriteBytes=0 VMNetRxBytes=0 VMNetTxBytes=0'
+        >>> print(Usage(3, 1048576, 0, 0, 0, 0).line())
+        usage: ChirpVMCpuSeconds=3 ChirpVMMemoryBytes=1048576 ChirpVMDiskReadBytes=0
+        ChirpVMDiskWriteBytes=0 ChirpVMNetRxBytes=0 ChirpVMNetTxBytes=0
         """
         return "usage: " + " ".join(f"{k}={v}" for k, v in self.attributes().items())
 
@@ -80,14 +81,18 @@ def sample(connection: libvirt.virConnect, domain: libvirt.virDomain) -> Usage |
 
 
 class UsageReporter:
-    """Reports a sample at most every ``interval`` seconds; never one whose counters went back
-    (it would overwrite the job ad's last good values with those of a vanishing domain)."""
+    """Reports a sample at most every ``interval`` seconds, as chirp's delayed updates (no user
+    log event each time); never one whose counters went back (it would overwrite the job ad's
+    last good values with those of a vanishing domain)."""
 
     def __init__(self, reporter: Reporter, interval: float = jobcontract.USAGE_INTERVAL_SECONDS):
         self.reporter = reporter
         self.interval = interval
         self.last_time = time.monotonic()  # the first report after one interval
         self.last: Usage | None = None
+        if reporter.has_chirp and not reporter.admits_delayed(jobcontract.USAGE_ATTRS):
+            reporter.say(f"this node's CHIRP_DELAYED_UPDATE_PREFIX ({reporter.delayed_prefix}) does not admit "
+                         f"{jobcontract.USAGE_ATTRS[0]} ...: usage goes to stderr (docs/admin-guide.md)")
 
     def due(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) - self.last_time >= self.interval
@@ -97,5 +102,5 @@ class UsageReporter:
             return
         self.last_time = time.monotonic() if now is None else now
         self.last = usage
-        if not self.reporter.set_attrs(usage.attributes()):
+        if not self.reporter.set_attrs(usage.attributes(), delayed=True):
             self.reporter.say(usage.line())
