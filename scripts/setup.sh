@@ -5,12 +5,12 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VMSUBMIT_VENV:-$REPO/.venv}
 
 # Debian packages: libvirt + QEMU (real guests under TCG), qemu-img, OVMF (EFI guests), virtinst (benchmark reference),
-# kernels and busybox for the tiny test guest (the generic kernel has 9p for shared folders; no
+# ffmpeg (screen capture video, ffprobe in its tests), kernels and busybox for the tiny test guest (the generic kernel has 9p for shared folders; no
 # initramfs is generated for them, INITRD=No), and what builds libvirt-python.
 DEBIAN_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev libvirt0 pkg-config
   qemu-system-x86 qemu-utils ovmf virtinst linux-image-cloud-amd64 linux-image-amd64 busybox-static cpio
-  genisoimage netcat-openbsd openssh-client
+  genisoimage netcat-openbsd openssh-client ffmpeg
   python3 python3-venv python3-dev gcc
 )
 

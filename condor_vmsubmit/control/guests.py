@@ -1,4 +1,5 @@
-"""The guest of a running job, whichever backend runs it: status, pause, resume, stop, checkpoint.
+"""The guest of a running job, whichever backend runs it: status, pause, resume, stop, checkpoint,
+screenshot.
 
 Two backends: the per-job libvirt session the runner started (:class:`LibvirtGuest`) and an
 admin's script for script-managed jobs (:class:`ScriptGuest`, through
@@ -31,7 +32,8 @@ from ..errors import ControlError, NoGuestError
 from ..runner.job import Job, read_ad
 from ..runner.render import domain_name
 from ..runner.sandbox import Sandbox, read_spec
-from ..runner.script_protocol import ActionResult, Outcome, find_script, run_action
+from ..runner.screen import ScreenError, libvirt_grab
+from ..runner.script_protocol import SCREENSHOT_ENV, ActionResult, Outcome, find_script, run_action
 from .locate import Runner, find_runner
 
 POLL_SECONDS = 0.2
@@ -59,6 +61,7 @@ class Guest(Protocol):
     def checkpoint(self, timeout: float) -> str: ...
     def console_target(self) -> ConsoleTarget: ...
     def running(self) -> bool: ...
+    def screenshot(self) -> bytes: ...
 
 
 def pid_alive(pid: int) -> bool:
@@ -160,6 +163,13 @@ class LibvirtGuest:
     def checkpoint(self, timeout: float) -> str:
         return checkpoint_through_runner(self.runner, self.sandbox, timeout)
 
+    def screenshot(self) -> bytes:
+        """The guest's display now (libvirt's screenshot API), as a PPM."""
+        try:
+            return libvirt_grab(self.connection, self.domain)()
+        except ScreenError as exc:
+            raise ControlError(f"screenshot: {exc}") from None
+
     def console_target(self) -> ConsoleTarget:
         """The first serial port of the live domain: a pty (with its log file) or a file."""
         root = etree.fromstring(self.domain.XMLDesc().encode())
@@ -184,9 +194,9 @@ class ScriptGuest:
         self.runner = runner
         self.description = f"script {script}" + (f", runner pid {runner.pid}" if runner else "")
 
-    def _action(self, action: str) -> ActionResult:
+    def _action(self, action: str, environment: dict[str, str] | None = None) -> ActionResult:
         result = run_action(self.script, action, self.job_ad, self.sandbox,
-                            self.sandbox / jobcontract.SPEC_FILE)
+                            self.sandbox / jobcontract.SPEC_FILE, environment=environment)
         if result.outcome == Outcome.NOT_IMPLEMENTED:
             raise ControlError(f"{self.script.name} does not implement '{action}'")
         if result.outcome not in (Outcome.EXECUTED, Outcome.MODIFIED):
@@ -212,6 +222,19 @@ class ScriptGuest:
         if self.runner is None:
             raise NoGuestError(f"no condor_vm_runner works in {self.sandbox}: a checkpoint goes through it")
         return checkpoint_through_runner(self.runner, self.sandbox, timeout)
+
+    def screenshot(self) -> bytes:
+        """The guest's display now, through the script's ``screenshot`` action."""
+        folder = self.sandbox / jobcontract.SCREEN_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / f".screenshot-{os.getpid()}"
+        try:
+            self._action("screenshot", {SCREENSHOT_ENV: str(path)})
+            return path.read_bytes()
+        except OSError as exc:
+            raise ControlError(f"screenshot: {self.script.name} wrote no picture: {exc.strerror}") from None
+        finally:
+            path.unlink(missing_ok=True)
 
     def console_target(self) -> ConsoleTarget:
         """A script writes the console to the file the runner names (``VMSUBMIT_CONSOLE``)."""

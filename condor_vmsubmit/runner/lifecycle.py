@@ -32,6 +32,7 @@ from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
+from .screen import ScreenWatcher, libvirt_grab
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
@@ -328,4 +329,32 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
         if signals.checkpoint or signals.interrupt:
             return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
         domain = start(session, root, job, reporter)
-        return watch(session, domain, signals, job, usage)
+        with screen_watcher(libvirt_grab(session.connection, domain), job, signals) as screen:
+            return with_last_screen(screen, watch(session, domain, signals, job, usage), reporter)
+
+
+# --- the guest's screen (runner/screen.py)
+
+
+def screen_watcher(grab, job: Job, signals: Signals) -> ScreenWatcher:
+    """The watcher of the guest's screen, capturing it when the job asks (``--capture-screen``);
+    it leaves the guest alone once a checkpoint is asked for."""
+    value = job.job_ad.get(jobcontract.CAPTURE_SCREEN_ATTR)
+    capture = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+    return ScreenWatcher(grab, job.sandbox.root / jobcontract.SCREEN_DIR, capture, lambda: signals.checkpoint)
+
+
+def with_last_screen(screen: ScreenWatcher, outcome: Outcome, reporter: Reporter) -> Outcome:
+    """The outcome, after saving the last screen of a guest that ended in a way the user did not
+    ask for (a hold: crash, refusal, timeout...; a checkpoint: the pool stopped the runner), named in
+    the hold reason or the job log; and after closing the capture (its video at the job's end)."""
+    unasked = outcome.code in jobcontract.HOLD_EXIT_CODES or outcome.code == jobcontract.EXIT_CHECKPOINTED
+    said = screen.last_screen() if unasked else None
+    captured = screen.finish(final=outcome.code != jobcontract.EXIT_CHECKPOINTED)
+    if captured:
+        reporter.log(captured)
+    if said and outcome.code in jobcontract.HOLD_EXIT_CODES:
+        return replace(outcome, reason=f"{outcome.reason}; {said}")
+    if said:
+        reporter.log(said)
+    return outcome
