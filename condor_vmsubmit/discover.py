@@ -52,6 +52,7 @@ from .cli.common import CONTEXT_SETTINGS, reports_errors
 from .config import knobs
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
+from .runner.screen import can_make_video
 from .runner.shares import virtiofsd
 from .staged import IMAGE_DIR_KNOB, list_images
 
@@ -79,6 +80,8 @@ NODE_ATTRIBUTES = (
     Fact("VM_DISCOVERY_NOTES", "string", "why a hypervisor or script was left out (undefined when none)"),
     Fact("VM_IMAGES", "string list", "names of the base images an admin staged in VMSUBMIT_IMAGE_DIR "
                                      "(docs/staged-images.md); empty when none"),
+    Fact("VM_SCREEN_VIDEO", "boolean", "ffmpeg is installed: a job's --capture-screen also gives a video "
+                                       "(VP8 in WebM); frames are captured either way"),
 )
 
 # VM_<HV>_ATTR_<name> for every libvirt hypervisor advertised (scripts print their own).
@@ -163,6 +166,7 @@ class Observations:
     scripts: tuple[ScriptAnswer, ...] = ()
     version: str = __version__
     images: tuple[str, ...] = ()             # staged image names (VMSUBMIT_IMAGE_DIR)
+    screen_video: bool = False               # ffmpeg makes capture videos here
 
 
 @dataclass(frozen=True)
@@ -369,6 +373,7 @@ def build_ad(observations: Observations) -> dict[str, str]:
         "VM_DISCOVERY_ERROR": classad_literal("; ".join(errors) if errors else None),
         "VM_DISCOVERY_NOTES": classad_literal("; ".join(notes) if notes else None),
         "VM_IMAGES": classad_literal(observations.images),
+        "VM_SCREEN_VIDEO": classad_literal(observations.screen_video),
     }
     if observations.libvirt is not None:
         for kind, guest in usable.items():
@@ -756,7 +761,7 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
         bridges=host_bridges(settings.allowed_networks), allowed_networks=settings.allowed_networks,
         allowed_buses=settings.allowed_buses, max_vcpus=settings.max_vcpus,
         scripts=tuple(sorted(scripts, key=lambda s: s.hypervisor)),
-        images=tuple(list_images(settings.image_dir)))
+        images=tuple(list_images(settings.image_dir)), screen_video=can_make_video())
 
 
 def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeout: float,

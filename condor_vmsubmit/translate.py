@@ -79,6 +79,7 @@ class TranslateOptions:
     append: tuple[tuple[str, str], ...] = ()
     extra_input_files: tuple[str, ...] = ()
     queue: int = 1
+    capture_screen: float | None = None    # seconds between two frames of the guest's screen (None: off)
 
 
 @dataclass(frozen=True)
@@ -169,12 +170,12 @@ class _Builder:
     def set(self, key: str, value: str | int) -> None:
         self.commands.append((key, str(value)))
 
-    def attr(self, name: str, value: str | int | bool) -> None:
+    def attr(self, name: str, value: str | int | float | bool) -> None:
         """A custom job attribute (``MY.name``), quoted by type."""
         if isinstance(value, bool):
             text = classad_bool(value)
-        elif isinstance(value, int):
-            text = str(value)
+        elif isinstance(value, (int, float)):
+            text = f"{value:g}"
         else:
             text = classad_string(value)
         self.set(f"MY.{name}", text)
@@ -257,7 +258,9 @@ class _Builder:
         self.vm_attributes(hypervisor)
         self.set("requirements", self.runner_requirements(hypervisor))
         self.set("checkpoint_exit_code", jobcontract.EXIT_CHECKPOINTED)
-        self.set("transfer_checkpoint_files", ", ".join([jobcontract.CHECKPOINT_DIR] + self.written_disks()))
+        captured = [jobcontract.SCREEN_DIR] if options.capture_screen else []
+        self.set("transfer_checkpoint_files",
+                 ", ".join([jobcontract.CHECKPOINT_DIR] + self.written_disks() + captured))
         self.set("want_graceful_removal", "false")
         codes = ", ".join(str(code) for code in jobcontract.HOLD_EXIT_CODES)
         self.set("on_exit_hold", f"MY.ExitBySignal =?= false && member(MY.ExitCode, {{{codes}}})")
@@ -329,7 +332,7 @@ class _Builder:
             if not share.readonly:
                 back.append(PurePosixPath(folder).name)
         if back:
-            self.set("transfer_output_files", ", ".join([jobcontract.CONSOLE_LOG_FILE] + back))
+            self.set("transfer_output_files", ", ".join([jobcontract.CONSOLE_LOG_FILE, jobcontract.SCREEN_DIR] + back))
 
     def vm_attributes(self, hypervisor: str) -> None:
         spec = self.spec
@@ -353,6 +356,8 @@ class _Builder:
         if staged_names(spec):
             self.attr("VM_ATTR_IMAGES", ",".join(staged_names(spec)))
         self.attr("VM_ATTR_DISKS_TRANSFERRED", self.options.transfer_disks)
+        if self.options.capture_screen:
+            self.attr(jobcontract.CAPTURE_SCREEN_ATTR, self.options.capture_screen)
         wishes = {key: value for key, value in spec.extras.items() if key in HYPERVISOR_WISHES}
         if spec.machine:
             wishes["machine"] = spec.machine

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .. import jobcontract
 from ..errors import InputError, PolicyRejected, VMSubmitError
 from ..media import with_media
 from ..shared_folders import add_shares
@@ -34,6 +35,7 @@ from ..staged import add_image
 from ..translate import TARGETS, SubmitDescription, Target, TranslateOptions, parse_append, safe_file_stem, translate
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_CAPTURE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class SubmitOptions:
     shares: tuple[str, ...] = ()
     image: str | None = None
     policies: tuple[Path, ...] = ()
+    capture_screen: float | None = None
 
 
 def _append_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple:
@@ -119,6 +122,10 @@ _OPTIONS = (
                  type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="XSL",
                  help="Check the VM against this admin policy stylesheet first, as the execute node would "
                       "(repeatable); a rejection stops here (exit 5)."),
+    click.option("--capture-screen", "-capture-screen", "capture_screen", type=click.FloatRange(min=1.0),
+                 is_flag=False, flag_value=DEFAULT_CAPTURE_SECONDS, default=None, metavar="[SECONDS]",
+                 help=f"Capture the guest's screen every SECONDS (default {DEFAULT_CAPTURE_SECONDS:g}) into "
+                      f"{jobcontract.SCREEN_DIR}/, and a video of it where the node has ffmpeg."),
 )
 _FIELDS = tuple(f.name for f in fields(SubmitOptions))
 
@@ -181,7 +188,7 @@ def _translate_options(options: SubmitOptions, output_dir: Path, extra: tuple[st
         target=options.target, hypervisor=options.hypervisor, output_dir=str(output_dir),
         transfer_disks=not options.no_transfer_disks, strict=options.strict,
         batch_name=options.batch_name, append=options.append, extra_input_files=extra,
-        queue=options.queue,
+        queue=options.queue, capture_screen=options.capture_screen,
     )
     return replace(base, runner=runner) if runner else base
 
@@ -276,7 +283,8 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
         except ImportError as error:  # the runner's libvirt-python is an optional extra
             raise VMSubmitError(f"--local needs the execute-side parts (pip install "
                                 f"'condor_vmsubmit[execute]'): {error}") from None
-        return run_local(spec, list(description.input_files))
+        return run_local(spec, list(description.input_files), capture_screen=options.capture_screen,
+                         screen_to=options.output_dir.absolute() if options.output_dir else Path.cwd())
 
 
 def _check_policy(spec: VMSpec, options: SubmitOptions) -> None:

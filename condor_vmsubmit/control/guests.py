@@ -32,8 +32,8 @@ from ..errors import ControlError, NoGuestError
 from ..runner.job import Job, read_ad
 from ..runner.render import domain_name
 from ..runner.sandbox import Sandbox, read_spec
-from ..runner.screen import ScreenError, libvirt_grab
-from ..runner.script_protocol import SCREENSHOT_ENV, ActionResult, Outcome, find_script, run_action
+from ..runner.screen import ScreenError, libvirt_grab, script_grab
+from ..runner.script_protocol import ActionResult, Outcome, find_script, run_action
 from .locate import Runner, find_runner
 
 POLL_SECONDS = 0.2
@@ -194,9 +194,9 @@ class ScriptGuest:
         self.runner = runner
         self.description = f"script {script}" + (f", runner pid {runner.pid}" if runner else "")
 
-    def _action(self, action: str, environment: dict[str, str] | None = None) -> ActionResult:
+    def _action(self, action: str) -> ActionResult:
         result = run_action(self.script, action, self.job_ad, self.sandbox,
-                            self.sandbox / jobcontract.SPEC_FILE, environment=environment)
+                            self.sandbox / jobcontract.SPEC_FILE)
         if result.outcome == Outcome.NOT_IMPLEMENTED:
             raise ControlError(f"{self.script.name} does not implement '{action}'")
         if result.outcome not in (Outcome.EXECUTED, Outcome.MODIFIED):
@@ -225,16 +225,10 @@ class ScriptGuest:
 
     def screenshot(self) -> bytes:
         """The guest's display now, through the script's ``screenshot`` action."""
-        folder = self.sandbox / jobcontract.SCREEN_DIR
-        folder.mkdir(exist_ok=True)
-        path = folder / f".screenshot-{os.getpid()}"
         try:
-            self._action("screenshot", {SCREENSHOT_ENV: str(path)})
-            return path.read_bytes()
-        except OSError as exc:
-            raise ControlError(f"screenshot: {self.script.name} wrote no picture: {exc.strerror}") from None
-        finally:
-            path.unlink(missing_ok=True)
+            return script_grab(self.script, self.job_ad, self.sandbox, self.sandbox / jobcontract.SPEC_FILE)()
+        except ScreenError as exc:
+            raise ControlError(f"screenshot: {exc}") from None
 
     def console_target(self) -> ConsoleTarget:
         """A script writes the console to the file the runner names (``VMSUBMIT_CONSOLE``)."""

@@ -114,8 +114,9 @@ def _hypervisors_in_ad(job: Job) -> list[str] | None:
 
 def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
     """The domain to start: verified against the slot, through the admin policy, checked for safety."""
-    if job.spec.shared_folders:  # transfer_output_files lists the console log then: it must exist
+    if job.spec.shared_folders:  # transfer_output_files lists the console log and screen folder then: they must exist
         job.sandbox.console_log.touch()
+        (job.sandbox.root / jobcontract.SCREEN_DIR).mkdir(exist_ok=True)
     image_dir = image_dir_from_config()
     try:  # staged images: an overlay in the sandbox replaces each (docs/staged-images.md)
         spec, chains = use_staged_images(job.spec, job.sandbox, image_dir)

@@ -38,8 +38,13 @@ def machine_ad_text() -> str:
     return f"Memory = {memory_mib}\nCpus = {os.cpu_count() or 1}\nMachine = \"{os.uname().nodename}\"\n"
 
 
-def job_ad_text(job_id: str) -> str:
-    return f'ClusterId = 0\nProcId = 0\nGlobalJobId = "{job_id}"\nJobUniverse = 5\n'
+def job_ad_text(job_id: str, capture_screen: float | None = None) -> str:
+    """
+    >>> job_ad_text("local#1", 2.0).splitlines()[-1]
+    'VM_ATTR_CAPTURE_SCREEN = 2'
+    """
+    capture = f"{jobcontract.CAPTURE_SCREEN_ATTR} = {capture_screen:g}\n" if capture_screen else ""
+    return f'ClusterId = 0\nProcId = 0\nGlobalJobId = "{job_id}"\nJobUniverse = 5\n{capture}'
 
 
 def stage(input_files: list[str], folder: Path) -> None:
@@ -96,13 +101,17 @@ class ConsoleStream:
                 self.done.wait(STREAM_POLL_SECONDS)
 
 
-def run_local(spec: VMSpec, input_files: list[str], *, options: Options = LOCAL_OPTIONS) -> int:
-    """Run ``spec`` here with ``input_files`` (the files the job would transfer); the exit code."""
+def run_local(spec: VMSpec, input_files: list[str], *, options: Options = LOCAL_OPTIONS,
+              capture_screen: float | None = None, screen_to: Path | None = None) -> int:
+    """Run ``spec`` here with ``input_files`` (the files the job would transfer); the exit code.
+
+    ``capture_screen``: seconds between frames of the guest's screen; what the runner leaves in
+    the sandbox's screen folder (frames, video, last screen) is copied into ``screen_to``."""
     terminal = Console(stderr=True)
     folder = Path(tempfile.mkdtemp(prefix="cvm-local-"))
     try:
         stage(input_files, folder)
-        (folder / "job.ad").write_text(job_ad_text(f"local#{secrets.token_hex(4)}"))
+        (folder / "job.ad").write_text(job_ad_text(f"local#{secrets.token_hex(4)}", capture_screen))
         (folder / "machine.ad").write_text(machine_ad_text())
         if not (folder / jobcontract.SPEC_FILE).exists():
             (folder / jobcontract.SPEC_FILE).write_text(spec.to_json())
@@ -111,6 +120,10 @@ def run_local(spec: VMSpec, input_files: list[str], *, options: Options = LOCAL_
         job = load_job(ad_files(environ), Sandbox(folder.resolve()))
         with ConsoleStream(Sandbox(folder).console_log, terminal, spec.name):
             code = run(job, options, Reporter(environ={}, stream=terminal.file))
+        screen = folder / jobcontract.SCREEN_DIR
+        if screen_to is not None and screen.is_dir() and any(screen.iterdir()):
+            shutil.copytree(screen, screen_to / jobcontract.SCREEN_DIR, dirs_exist_ok=True)
+            terminal.print(f"the guest's screen: {screen_to / jobcontract.SCREEN_DIR}/", highlight=False)
         terminal.print(_verdict(code), highlight=False)
         return code
     finally:

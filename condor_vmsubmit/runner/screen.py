@@ -19,6 +19,7 @@ output and, with ``--capture-screen``, across checkpoints:
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import threading
@@ -63,6 +64,31 @@ def libvirt_grab(connection, domain) -> Grab:
     return grab
 
 
+def script_grab(script: Path, job_ad_file: Path, sandbox: Path, spec_file: Path) -> Grab:
+    """A :data:`Grab` through an admin script's ``screenshot`` action (script-managed jobs), which
+    writes the picture to a file the runner names in ``VMSUBMIT_SCREENSHOT``."""
+    from .script_protocol import SCREENSHOT_ENV, Outcome, run_action
+
+    def grab() -> bytes:
+        folder = sandbox / jobcontract.SCREEN_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / f".screenshot-{os.getpid()}-{threading.get_ident()}"
+        try:
+            result = run_action(script, "screenshot", job_ad_file, sandbox, spec_file, timeout=30,
+                                environment={SCREENSHOT_ENV: str(path)})
+            if result.outcome == Outcome.NOT_IMPLEMENTED:
+                raise ScreenError(f"{script.name} does not implement 'screenshot'")
+            if result.outcome != Outcome.EXECUTED:
+                raise ScreenError(result.reason)
+            return path.read_bytes()
+        except OSError as exc:
+            raise ScreenError(f"{script.name} wrote no picture: {exc.strerror}") from None
+        finally:
+            path.unlink(missing_ok=True)
+
+    return grab
+
+
 def write_png(image: bytes, path: Path) -> tuple[int, int]:
     """Write ``image`` (any format Pillow reads) as a PNG at ``path``; its width and height."""
     from PIL import Image, UnidentifiedImageError
@@ -80,15 +106,8 @@ def write_png(image: bytes, path: Path) -> tuple[int, int]:
 
 
 def can_make_video() -> bool:
-    """Whether ffmpeg is installed here with the VP8 encoder (discovery advertises this)."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        return False
-    try:
-        done = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return any(line.split()[1:2] == [VIDEO_CODEC] for line in done.stdout.splitlines())
+    """Whether ffmpeg is installed here (discovery advertises it as ``VM_SCREEN_VIDEO``)."""
+    return shutil.which("ffmpeg") is not None
 
 
 @dataclass
@@ -233,7 +252,7 @@ class ScreenWatcher:
         self.frames[-1].seconds = max(time.time() - self.frames[-1].taken, 0.1)
         (self.folder / FRAMES_INDEX).write_text(index_text(self.frames))
         said = f"{len(self.frames)} frames of the guest's screen in {jobcontract.SCREEN_DIR}/"
-        if final and shutil.which("ffmpeg"):
+        if final and can_make_video():
             error = make_video(self.folder)
             said += f", {error}" if error else f" and the video {jobcontract.SCREEN_DIR}/{VIDEO_FILE} (VP8, WebM)"
         return said

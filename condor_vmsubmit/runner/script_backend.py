@@ -15,7 +15,16 @@ from ..config import knob
 from ..errors import InputError
 from .chirp import Reporter
 from .job import Job
-from .lifecycle import EXIT_INTERRUPTED, Outcome, Signals, Stop, guest_exit_status
+from .lifecycle import (
+    EXIT_INTERRUPTED,
+    Outcome,
+    Signals,
+    Stop,
+    guest_exit_status,
+    screen_watcher,
+    with_last_screen,
+)
+from .screen import script_grab
 from .script_protocol import Outcome as ScriptOutcome
 from .script_protocol import find_script, last_line, run_action, start_guest
 from .verify import verify_match
@@ -62,7 +71,9 @@ def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signal
         return Outcome(EXIT_INTERRUPTED, "stopped before the guest started")
 
     guest = start_guest(script, ad_file, job.sandbox.root, job.sandbox.spec_file, job.sandbox.console_log)
-    return _watch(guest, action, job, signals, hypervisor)
+    grab = script_grab(script, ad_file, job.sandbox.root, job.sandbox.spec_file)
+    with screen_watcher(grab, job, signals) as screen:
+        return with_last_screen(screen, _watch(guest, action, job, signals, hypervisor), reporter)
 
 
 def _watch(guest: subprocess.Popen, action, job: Job, signals: Signals, hypervisor: str) -> Outcome:
