@@ -24,7 +24,7 @@ from pathlib import PurePath, PurePosixPath
 from typing import Literal
 
 from . import jobcontract
-from .classads import ANY_HYPERVISOR, classad_string, hypervisor_attr, submit_safe, vm_type_for
+from .classads import ANY_HYPERVISOR, classad_string, hypervisor_attr, hypervisor_names, submit_safe, vm_type_for
 from .errors import InputError, TargetError
 from .jobcontract import request_memory_mib
 from .spec import Disk, VMSpec
@@ -211,7 +211,8 @@ class _Builder:
 
     @property
     def hypervisor(self) -> str:
-        return (self.options.hypervisor or self.spec.hypervisor or ANY_HYPERVISOR).lower()
+        """The hypervisor the job asks for; several separated by commas mean any of them."""
+        return ",".join(hypervisor_names(self.options.hypervisor or self.spec.hypervisor))
 
     @property
     def output_dir(self) -> str:
@@ -336,7 +337,7 @@ class _Builder:
 
     def vm_attributes(self, hypervisor: str) -> None:
         spec = self.spec
-        self.attr("VM_TYPE", vm_type_for(hypervisor))
+        self.attr("VM_TYPE", ",".join(dict.fromkeys(vm_type_for(name) for name in hypervisor_names(hypervisor))))
         self.attr("VM_HYPERVISOR", hypervisor)
         self.attr("VM_ATTR_SOURCE_FORMAT", spec.source_format)
         self.attr("VM_ATTR_NAME", spec.name)
@@ -367,8 +368,9 @@ class _Builder:
                           f"hypervisor-specific wishes ({', '.join(sorted(wishes))}) stay in the spec "
                           "file only: no hypervisor is named")
             return
-        for key, value in wishes.items():
-            self.attr(hypervisor_attr(hypervisor, key), value)
+        for name in hypervisor_names(hypervisor):
+            for key, value in wishes.items():
+                self.attr(hypervisor_attr(name, key), value)
 
     def disk_buses(self) -> list[str]:
         return sorted({d.bus.lower() for d in self.spec.disks if d.bus})
@@ -377,23 +379,32 @@ class _Builder:
         return sorted({n.model.lower() for n in self.spec.nics if n.model})
 
     def runner_requirements(self, hypervisor: str) -> str:
-        """Requirements against the machine ad; every reference scoped, string lists as lists."""
-        vm_type = vm_type_for(hypervisor)
-        clauses = [f'stringListIMember("{vm_type}", TARGET.VM_TYPES)']
-        if hypervisor == ANY_HYPERVISOR:
-            clauses.append("stringListSize(TARGET.VM_HYPERVISORS) > 0")
+        """Requirements against the machine ad; every reference scoped, string lists as lists.  A list
+        of hypervisors matches a node that runs any one of them, with that one's facts."""
+        names = hypervisor_names(hypervisor)
+        if names == (ANY_HYPERVISOR,):
+            clauses = [f'stringListIMember("{vm_type_for(ANY_HYPERVISOR)}", TARGET.VM_TYPES)',
+                       "stringListSize(TARGET.VM_HYPERVISORS) > 0"]
             if self.spec.firmware == "efi":
                 self.note(self.element("firmware"),
                           "efi firmware is not matched against 'any' hypervisor: the runner checks it "
                           "after the match", "warning")
+        elif len(names) == 1:
+            clauses = self.one_hypervisor(hypervisor)[:2]
         else:
-            clauses.append(f"stringListIMember({classad_string(hypervisor)}, TARGET.VM_HYPERVISORS)")
+            clauses = ["(" + " || ".join(f"({' && '.join(self.one_hypervisor(name))})" for name in names) + ")"]
         clauses += [f"stringListIMember({classad_string(name)}, TARGET.VM_IMAGES)" for name in staged_names(self.spec)]
         clauses += ["TARGET.Cpus >= MY.RequestCpus", "TARGET.Memory >= MY.RequestMemory",
                     "TARGET.Disk >= MY.RequestDisk"]
-        if hypervisor != ANY_HYPERVISOR:
+        if len(names) == 1 and names != (ANY_HYPERVISOR,):
             clauses += self.hypervisor_clauses(hypervisor)
         return " && ".join(clauses)
+
+    def one_hypervisor(self, hypervisor: str) -> list[str]:
+        """The node runs ``hypervisor`` (its VM type, the name), with the facts the job needs of it."""
+        return [f'stringListIMember("{vm_type_for(hypervisor)}", TARGET.VM_TYPES)',
+                f"stringListIMember({classad_string(hypervisor)}, TARGET.VM_HYPERVISORS)"] \
+            + self.hypervisor_clauses(hypervisor)
 
     def hypervisor_clauses(self, hypervisor: str) -> list[str]:
         """Facts the node advertises for this hypervisor; a fact it does not advertise is not held
@@ -436,8 +447,12 @@ class _Builder:
 
     def stock_vm_type(self) -> str:
         hypervisor = self.hypervisor
-        if hypervisor in STOCK_VM_TYPES:
-            return hypervisor
+        stock = [name for name in hypervisor_names(hypervisor) if name in STOCK_VM_TYPES]
+        if stock:
+            if len(hypervisor_names(hypervisor)) > 1:
+                self.note(self.element("hypervisor"), f"the stock VM universe takes one vm_type: {stock[0]}",
+                          "warning")
+            return stock[0]
         where = self.element("hypervisor")
         if hypervisor == ANY_HYPERVISOR:
             self.note(where, "no hypervisor named: vm_type kvm")

@@ -158,3 +158,18 @@ def test_capture_screen_in_the_submit_description():
 def test_discovery_advertises_whether_a_node_makes_videos():
     assert build_ad(Observations(None, screen_video=True))["VM_SCREEN_VIDEO"] == "true"
     assert build_ad(Observations(None))["VM_SCREEN_VIDEO"] == "false"
+
+
+@pytest.mark.guest
+@pytest.mark.parametrize(("wanted", "code"), [("kvm,qemu", 5), ("xen,vbox", jobcontract.EXIT_MISMATCH)])
+def test_the_runner_takes_the_first_hypervisor_of_a_list_that_works_here(guest_dir, wanted, code):
+    sandbox = make_sandbox(guest_dir, "exit 5", job_id=f"74.{code}",
+                           spec=dataclasses.replace(guest_spec(), hypervisor=wanted))
+    runner = start_runner(sandbox)
+    try:
+        _, stderr = runner.communicate(timeout=BOOT)
+        assert runner.returncode == code, stderr
+        if code == jobcontract.EXIT_MISMATCH:
+            assert "hypervisor 'xen' is not usable on this host (usable: qemu)" in stderr
+    finally:
+        stop_and_clean(runner, sandbox)

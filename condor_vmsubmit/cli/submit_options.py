@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import jobcontract
+from ..classads import hypervisor_names
 from ..errors import InputError, PolicyRejected, VMSubmitError
 from ..media import with_media
 from ..shared_folders import add_shares
@@ -73,12 +74,14 @@ def _append_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 
 
 def _hypervisor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """One hypervisor name, or several separated by commas (any of them)."""
     if value is None:
         return None
-    name = value.strip().lower()
-    if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
-        raise click.BadParameter(f"'{value}' is not a hypervisor name such as kvm, qemu, xen or any")
-    return name
+    names = [name.strip().lower() for name in value.split(",")]
+    for name in names:
+        if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+            raise click.BadParameter(f"'{name or value}' is not a hypervisor name such as kvm, qemu, xen or any")
+    return ",".join(hypervisor_names(",".join(names)))
 
 
 _OPTIONS = (
@@ -88,8 +91,9 @@ _OPTIONS = (
                  help="With --dry-run: print the description, files and notes as JSON."),
     click.option("--target", "-target", type=click.Choice(TARGETS), default="runner", show_default=True,
                  help="runner: vanilla job run by condor_vm_runner; vm-universe: stock universe = vm."),
-    click.option("--hypervisor", "-hypervisor", callback=_hypervisor, metavar="NAME",
-                 help="Hypervisor to match (kvm, qemu, xen, a script-managed one, or any)."),
+    click.option("--hypervisor", "-hypervisor", callback=_hypervisor, metavar="NAME[,NAME...]",
+                 help="Hypervisor to match (kvm, qemu, xen, a script-managed one, or any); several "
+                      "separated by commas: any of them (kvm,qemu)."),
     click.option("--name", "-name", metavar="SCHEDD", help="Submit to this schedd."),
     click.option("--pool", "-pool", metavar="HOST[:PORT]", help="Find the schedd through this collector."),
     click.option("--spool", "-spool", is_flag=True, help="Spool the input files to the schedd."),

@@ -22,7 +22,7 @@ import libvirt
 from lxml import etree
 
 from .. import jobcontract
-from ..classads import script_managed
+from ..classads import hypervisor_names, script_managed
 from ..errors import VMSubmitError
 from ..policy import Policy, apply_policy
 from ..staged import image_dir_from_config
@@ -110,6 +110,20 @@ def kvm_usable(machine_ad_hypervisors: list[str] | None) -> bool:
 def _hypervisors_in_ad(job: Job) -> list[str] | None:
     value = job.machine_ad.get("VM_HYPERVISORS")
     return [str(v) for v in value] if isinstance(value, list) else None
+
+
+def choose_hypervisor(job: Job) -> Job:
+    """The job with the hypervisor this node runs it with: of a list (``--hypervisor kvm,qemu``), the
+    first that works here (kvm when it really does, qemu, a script discovery found), else the first
+    (which verification then refuses); a single name or any is kept."""
+    names = hypervisor_names(job.spec.hypervisor)
+    if len(names) == 1:
+        return job
+    advertised = _hypervisors_in_ad(job) or []
+    usable = {"qemu"} | ({"kvm"} if "kvm" in names and kvm_usable(_hypervisors_in_ad(job)) else set())
+    chosen = next((name for name in names if name in usable or (script_managed(name) and name in advertised)),
+                  names[0])
+    return replace(job, spec=replace(job.spec, hypervisor=chosen))
 
 
 def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
@@ -315,6 +329,7 @@ def run(job: Job, options: Options, reporter: Reporter, guardian: GuardianProces
 
 def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
          guardian: GuardianProcess | None) -> Outcome:
+    job = choose_hypervisor(job)
     if script_managed(job.spec.hypervisor):
         from .script_backend import configured_script_dir, run_script_job
 
