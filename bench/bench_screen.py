@@ -33,11 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from guest import counts, guest_builder, guest_spec, make_sandbox, start_runner, stop_and_clean  # noqa: E402
-
 from condor_vmsubmit.control.locate import find_runner  # noqa: E402
 from condor_vmsubmit.runner.screen import libvirt_grab, write_png  # noqa: E402
 from condor_vmsubmit.spec import KernelBoot  # noqa: E402
+
+from guest import counts, guest_builder, guest_spec, make_sandbox, start_runner, stop_and_clean  # noqa: E402
 
 JOB = "i=0; while true; do i=$((i+1)); echo count=$i; echo frame $i > /dev/tty0; sleep 0.1; done"
 CMDLINE = "vga=0x318 console=tty0 console=ttyS0 panic=-1 quiet"
@@ -61,7 +61,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-screen-") as folder:
         guest_builder().build_guest(folder, shares=True)  # the generic kernel: it has the VESA framebuffer
         spec = guest_spec()
-        spec = dataclasses.replace(spec, kernel_boot=KernelBoot(spec.kernel_boot.kernel, spec.kernel_boot.initrd, CMDLINE))
+        boot = KernelBoot(spec.kernel_boot.kernel, spec.kernel_boot.initrd, CMDLINE)
+        spec = dataclasses.replace(spec, kernel_boot=boot)
         sandbox = make_sandbox(Path(folder), JOB, job_id="900.0", spec=spec)
         runner = start_runner(sandbox)
         try:

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from guest import counts, guest_spec, make_sandbox, qemu_of, start_runner, stop_and_clean, wait_for
 from lxml import etree
 from PIL import Image
 
@@ -25,6 +24,8 @@ from condor_vmsubmit.runner.safety import check_domain
 from condor_vmsubmit.runner.sandbox import Sandbox
 from condor_vmsubmit.runner.screen import FRAMES_INDEX, LAST_SCREEN_FILE, VIDEO_FILE, read_index
 from condor_vmsubmit.translate import TranslateOptions, translate
+
+from guest import counts, guest_spec, make_sandbox, qemu_of, start_runner, stop_and_clean, wait_for
 
 BOOT = 120  # seconds a TCG boot may take on a busy machine (a timeout, not a measurement)
 TEXT_MODE = (720, 400)  # the VGA text console: 80x25 cells of 9x16 pixels

@@ -93,8 +93,8 @@ def run_action(script: Path, action: str, job_ad_file: Path, sandbox: Path, spec
     if action not in ACTIONS or action == "start":
         raise ValueError(f"not a short script action: {action}")
     try:
-        done = subprocess.run([str(script), action, str(job_ad_file)], cwd=sandbox,
-                              env={**script_environment(sandbox, spec_file), **(environment or {})}, capture_output=True,
+        env = {**script_environment(sandbox, spec_file), **(environment or {})}
+        done = subprocess.run([str(script), action, str(job_ad_file)], cwd=sandbox, env=env, capture_output=True,
                               text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return ActionResult(action, Outcome.FAILED, "", f"'{action}' did not finish in {timeout:.0f} s")

@@ -316,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if action == "discover":
             return action_discover()
-        if action in ("status", "pause", "resume", "checkpoint", "stop", "screenshot") and not Path(QMP_SOCKET).exists():
+        running_actions = ("status", "pause", "resume", "checkpoint", "stop", "screenshot")
+        if action in running_actions and not Path(QMP_SOCKET).exists():
             print("no guest is running in this sandbox", file=sys.stderr)
             return Outcome.REJECTED
         if action == "status":
