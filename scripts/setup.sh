@@ -5,7 +5,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VMSUBMIT_VENV:-$REPO/.venv}
 
 # Debian packages: libvirt + QEMU (real guests under TCG), qemu-img, OVMF (EFI guests), virtinst (benchmark reference),
-# ffmpeg (screen capture video, ffprobe in its tests), kernels and busybox for the tiny test guest (the generic kernel has 9p for shared folders; no
+# ffmpeg (the video of --capture-screen, ffprobe in its tests),
+# kernels and busybox for the tiny test guest (the generic kernel has 9p for shared folders; no
 # initramfs is generated for them, INITRD=No), and what builds libvirt-python.
 DEBIAN_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev libvirt0 pkg-config

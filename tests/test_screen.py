@@ -5,6 +5,7 @@ guest, and ``--capture-screen`` frames and video.  The test guest writes to its 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -22,7 +23,14 @@ from condor_vmsubmit.discover import Observations, build_ad
 from condor_vmsubmit.runner.render import render_spec, replay_domain
 from condor_vmsubmit.runner.safety import check_domain
 from condor_vmsubmit.runner.sandbox import Sandbox
-from condor_vmsubmit.runner.screen import FRAMES_INDEX, LAST_SCREEN_FILE, VIDEO_FILE, read_index
+from condor_vmsubmit.runner.screen import (
+    FRAMES_INDEX,
+    LAST_SCREEN_FILE,
+    VIDEO_FILE,
+    ScreenError,
+    ScreenWatcher,
+    read_index,
+)
 from condor_vmsubmit.translate import TranslateOptions, translate
 
 from guest import counts, guest_spec, make_sandbox, qemu_of, start_runner, stop_and_clean, wait_for
@@ -172,5 +180,95 @@ def test_the_runner_takes_the_first_hypervisor_of_a_list_that_works_here(guest_d
         assert runner.returncode == code, stderr
         if code == jobcontract.EXIT_MISMATCH:
             assert "hypervisor 'xen' is not usable on this host (usable: qemu)" in stderr
+    finally:
+        stop_and_clean(runner, sandbox)
+
+
+def pictures(sizes: list[tuple[int, int]]):
+    """A grab that shows a new screen each time (a colour per call, the sizes in turn), as QEMU's PPM."""
+    calls = []
+
+    def grab() -> bytes:
+        calls.append(None)
+        out = io.BytesIO()
+        picture = Image.new("RGB", sizes[len(calls) % len(sizes)], (len(calls) * 7 % 256, 40, 200))
+        picture.putpixel((0, 0), (255, 255, 255))
+        picture.save(out, "PPM")
+        return out.getvalue()
+
+    return grab, calls
+
+
+def test_a_capture_stays_bounded_covers_the_run_and_goes_on_after_a_checkpoint(tmp_path):
+    grab, calls = pictures([(640, 480), (720, 400)])
+    with ScreenWatcher(grab, tmp_path, 0.01, lambda: False, max_frames=8) as watcher:
+        wait_for(lambda: len(calls) >= 25, 60, "25 frames")
+    said = watcher.finish(final=False)
+    frames = read_index((tmp_path / FRAMES_INDEX).read_text())
+    assert 4 <= len(frames) <= 9 and watcher.interval >= 0.08, (len(frames), watcher.interval)
+    assert sorted(path.name for path in tmp_path.glob("frame-*.png")) == [frame.name for frame in frames]
+    assert frames[-1].taken - frames[0].taken == pytest.approx(sum(f.seconds for f in frames[:-1]), abs=0.01)
+    assert said == f"{len(frames)} frames of the guest's screen in {jobcontract.SCREEN_DIR}/"
+    assert not (tmp_path / VIDEO_FILE).exists(), "no video before the job's end"
+
+    taken = len(calls)
+    restored = ScreenWatcher(grab, tmp_path, 0.01, lambda: False, max_frames=8)  # after the checkpoint
+    with restored:
+        wait_for(lambda: len(calls) >= taken + 3, 30, "frames after the restore")
+    said = restored.finish(final=True)
+    after = read_index((tmp_path / FRAMES_INDEX).read_text())
+    assert (after[0].name, after[0].taken) == (frames[0].name, frames[0].taken) and len(after) <= 9, "goes on, bounded"
+    assert int(after[-1].name[6:12]) > int(frames[-1].name[6:12])
+    if shutil.which("ffprobe") is None:
+        pytest.skip("ffmpeg is not installed")
+    assert said.endswith(f"the video {jobcontract.SCREEN_DIR}/{VIDEO_FILE} (VP8, WebM)")
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0",
+                            str(tmp_path / VIDEO_FILE)], capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "720,480", "every frame scaled into the largest width and height"
+
+
+def test_a_guest_without_a_screen_leaves_none():
+    def grab() -> bytes:
+        raise ScreenError("no screens to take screenshot from")
+
+    watcher = ScreenWatcher(grab, Path("/nonexistent/vm-screen"), None, lambda: False)
+    with watcher:
+        pass
+    assert watcher.last_screen() is None and watcher.finish(final=True) is None
+
+
+@pytest.mark.guest
+def test_a_guest_held_while_it_runs_leaves_the_screen_it_shows_then(guest_dir):
+    """A vmdk disk cannot be saved: SIGTERM's checkpoint fails and the runner holds the job, the guest
+    still running; its last screen is taken at that moment."""
+    spec = guest_spec()
+    vmdk = dataclasses.replace(spec.disks[0], format="vmdk", source="/home/user/vm/job.vmdk")
+    sandbox = make_sandbox(guest_dir, ON_SCREEN, job_id="75.0", spec=dataclasses.replace(spec, disks=(vmdk,)))
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", str(sandbox / "job.img"), str(sandbox / "job.vmdk")],
+                   check=True)
+    runner = start_runner(sandbox)
+    try:
+        wait_for(lambda: len(counts(sandbox)) >= 2, BOOT, "the guest to write to its screen", runner)
+        runner.send_signal(signal.SIGTERM)
+        _, stderr = runner.communicate(timeout=60)
+        assert runner.returncode == jobcontract.EXIT_GUEST_CRASHED, stderr
+        assert "could not save the guest" in stderr
+        assert f"(720x400, when it ended) is in {jobcontract.SCREEN_DIR}/{LAST_SCREEN_FILE}" in stderr
+        assert_real_screen(sandbox / jobcontract.SCREEN_DIR / LAST_SCREEN_FILE)
+    finally:
+        stop_and_clean(runner, sandbox)
+
+
+@pytest.mark.guest
+def test_a_vacated_guest_leaves_its_last_screen_named_in_the_job_log(guest_dir):
+    sandbox = make_sandbox(guest_dir, ON_SCREEN, job_id="76.0")
+    runner = start_runner(sandbox)
+    try:
+        wait_for(lambda: len(counts(sandbox)) >= 14, BOOT, "the guest to write to its screen", runner)  # > 5 s
+        runner.send_signal(signal.SIGTERM)
+        _, stderr = runner.communicate(timeout=60)
+        assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, stderr
+        assert "condor_vm_runner: the guest's last screen (720x400, " in stderr
+        assert_real_screen(sandbox / jobcontract.SCREEN_DIR / LAST_SCREEN_FILE)
     finally:
         stop_and_clean(runner, sandbox)

@@ -32,7 +32,7 @@ from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import render_spec, replay_domain, to_text
 from .safety import check_domain, pin_graphics_to_loopback
-from .screen import ScreenWatcher, libvirt_grab
+from .screen import Grab, ScreenWatcher, libvirt_grab
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
@@ -352,7 +352,7 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
 # --- the guest's screen (runner/screen.py)
 
 
-def screen_watcher(grab, job: Job, signals: Signals) -> ScreenWatcher:
+def screen_watcher(grab: Grab, job: Job, signals: Signals) -> ScreenWatcher:
     """The watcher of the guest's screen, capturing it when the job asks (``--capture-screen``);
     it leaves the guest alone once a checkpoint is asked for."""
     value = job.job_ad.get(jobcontract.CAPTURE_SCREEN_ATTR)

@@ -4,7 +4,8 @@ Both paths give the same guarantees: the domain type the host really supports, a
 unique name, a UUID and MAC addresses derived from the job (stable across
 restarts, so a saved state restores), explicit disk formats, every file inside the sandbox, user-mode
 networking with the link state honoured, the serial console written to a file in the
-sandbox, ACPI (so a guest's poweroff ends the domain) and no reboot on poweroff.
+sandbox, ACPI (so a guest's poweroff ends the domain), no reboot on poweroff, and a display
+that listens nowhere when the guest has none (for its screen, runner/screen.py).
 What safety still refuses is left for :func:`condor_vmsubmit.runner.safety.check_domain`.
 """
 

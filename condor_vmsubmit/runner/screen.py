@@ -151,10 +151,14 @@ class ScreenWatcher:
     With ``capture`` (seconds between frames) every new frame is written to the folder; without,
     one frame every :data:`KEEP_SECONDS` is kept in memory, so that a guest that crashes still
     leaves its last screen.  ``quiet`` says when not to touch the guest (a checkpoint under way).
+    A capture an earlier run of the job left in the folder (before a checkpoint) goes on.
     """
 
-    def __init__(self, grab: Grab, folder: Path, capture: float | None, quiet: Callable[[], bool]):
+    def __init__(self, grab: Grab, folder: Path, capture: float | None, quiet: Callable[[], bool],
+                 max_frames: int = MAX_FRAMES, max_bytes: int = MAX_CAPTURE_BYTES):
         self.grab = grab
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
         self.folder = folder
         self.capture = capture
         self.interval = capture or KEEP_SECONDS
@@ -208,10 +212,9 @@ class ScreenWatcher:
         (self.folder / FRAMES_INDEX).write_text(index_text(self.frames))
 
     def _bound(self) -> None:
-        """Past :data:`MAX_FRAMES` or :data:`MAX_CAPTURE_BYTES`, drop every other frame and take
-        frames half as often."""
+        """Past ``max_frames`` or ``max_bytes``, drop every other frame and take frames half as often."""
         total = sum((self.folder / frame.name).stat().st_size for frame in self.frames)
-        if len(self.frames) <= MAX_FRAMES and total <= MAX_CAPTURE_BYTES:
+        if len(self.frames) <= self.max_frames and total <= self.max_bytes:
             return
         kept: list[Frame] = []
         for index, frame in enumerate(self.frames):
