@@ -19,6 +19,7 @@ from lxml import etree
 from PIL import Image
 
 from condor_vmsubmit import jobcontract
+from condor_vmsubmit.control.locate import find_runner
 from condor_vmsubmit.discover import Observations, build_ad
 from condor_vmsubmit.runner.render import render_spec, replay_domain
 from condor_vmsubmit.runner.safety import check_domain
@@ -124,11 +125,16 @@ def test_capture_of_a_20_second_run_gives_frames_and_a_video(guest_dir):
 
 @pytest.mark.guest
 def test_a_qemu_direct_guest_screenshot_through_its_script(guest_dir, script_dir):
-    spec = dataclasses.replace(guest_spec(), hypervisor="qemu-direct", nics=())
+    """The job accepts kvm or qemu-direct; the node runs no kvm but has the script: the runner takes
+    qemu-direct (and leaves no libvirt session), and condor_vm_control goes through the script."""
+    spec = dataclasses.replace(guest_spec(), hypervisor="kvm,qemu-direct", nics=())
     sandbox = make_sandbox(guest_dir, ON_SCREEN, job_id="73.0", spec=spec)
+    (sandbox / "machine.ad").write_text('Memory = 2048\nCpus = 2\nVM_HYPERVISORS = { "qemu", "qemu-direct" }\n')
     runner = start_runner(sandbox, extra_env={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
     try:
         wait_for(lambda: len(counts(sandbox)) >= 2, BOOT, "the guest to write to its screen", runner)
+        assert (sandbox / "qmp.sock").exists() and find_runner(sandbox).session_uri is None
+        assert control(sandbox, "--script-dir", str(script_dir), "status").stdout.startswith("running (script")
         done = control(sandbox, "--script-dir", str(script_dir), "screenshot", "-o", str(sandbox / "qd.png"))
         assert done.returncode == 0, done.stderr
         assert_real_screen(sandbox / "qd.png")

@@ -331,6 +331,8 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
          guardian: GuardianProcess | None) -> Outcome:
     job = choose_hypervisor(job)
     if script_managed(job.spec.hypervisor):
+        if guardian is not None:  # started for a list's libvirt hypervisors, which this node does not run
+            guardian.stop()
         from .script_backend import configured_script_dir, run_script_job
 
         return run_script_job(job, options.script_dir or configured_script_dir(), reporter, signals)
