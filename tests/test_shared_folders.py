@@ -65,7 +65,7 @@ def test_share_options_send_the_folders_and_bring_back_the_writable_ones(tmp_pat
     description = json.loads(done.stdout)
     commands = dict(description["commands"])
     assert str(results) in description["input_files"] and str(inputs) in description["input_files"]
-    assert commands["transfer_output_files"] == f"{jobcontract.CONSOLE_LOG_FILE}, results"
+    assert commands["transfer_output_files"] == f"{jobcontract.CONSOLE_LOG_FILE}, {jobcontract.SCREEN_DIR}, results"
     spec = json.loads((tmp_path / "o" / jobcontract.SPEC_FILE).read_text())
     assert spec["shared_folders"] == [
         {"source": str(results), "target": "results", "driver": None, "readonly": False},
