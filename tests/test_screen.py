@@ -230,7 +230,9 @@ def test_a_capture_stays_bounded_covers_the_run_and_goes_on_after_a_checkpoint(t
     assert said.endswith(f"the video {jobcontract.SCREEN_DIR}/{VIDEO_FILE} (VP8, WebM)")
     probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0",
                             str(tmp_path / VIDEO_FILE)], capture_output=True, text=True, check=True)
-    assert probe.stdout.strip() == "720,480", "every frame scaled into the largest width and height"
+    sizes = [Image.open(tmp_path / frame.name).size for frame in after]
+    largest = f"{max(w for w, _ in sizes)},{max(h for _, h in sizes)}"
+    assert probe.stdout.strip() == largest, "every frame scaled into the largest width and height"
 
 
 def test_a_guest_without_a_screen_leaves_none():
