@@ -62,6 +62,17 @@ def hypervisor_attr(hypervisor: str, name: str) -> str:
     return f"VM_{attribute_part(hypervisor)}_ATTR_{attribute_part(name)}"
 
 
+def hypervisor_names(hypervisor: str | None) -> tuple[str, ...]:
+    """The hypervisors a job accepts, in its order of preference: ``--hypervisor kvm,qemu`` means
+    either; ``any`` (or nothing) is the wildcard, in a list too.
+
+    >>> hypervisor_names("kvm, QEMU,kvm"), hypervisor_names(None), hypervisor_names("qemu,any")
+    (('kvm', 'qemu'), ('any',), ('any',))
+    """
+    names = tuple(dict.fromkeys(name.strip().lower() for name in (hypervisor or "").split(",") if name.strip()))
+    return (ANY_HYPERVISOR,) if not names or ANY_HYPERVISOR in names else names
+
+
 def vm_type_for(hypervisor: str) -> str:
     """``libvirt-managed`` for libvirt's domain types and ``any``, else ``script-managed``."""
     if hypervisor == ANY_HYPERVISOR or hypervisor in LIBVIRT_HYPERVISORS:
@@ -70,9 +81,10 @@ def vm_type_for(hypervisor: str) -> str:
 
 
 def script_managed(hypervisor: str | None) -> bool:
-    """Whether an admin's script runs the guest of a spec naming ``hypervisor`` (None: any).
+    """Whether an admin's script runs the guest of a spec naming ``hypervisor`` (None: any; a list:
+    every one of them is script-managed).
 
-    >>> script_managed("virtualbox"), script_managed("kvm"), script_managed(None)
-    (True, False, False)
+    >>> script_managed("virtualbox"), script_managed("kvm"), script_managed(None), script_managed("kvm,vbox")
+    (True, False, False, False)
     """
-    return vm_type_for(hypervisor or ANY_HYPERVISOR) == SCRIPT_MANAGED
+    return all(vm_type_for(name) == SCRIPT_MANAGED for name in hypervisor_names(hypervisor))

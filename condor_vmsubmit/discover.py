@@ -56,6 +56,7 @@ from .cli.common import CONTEXT_SETTINGS, reports_errors
 from .config import config_source, digest, vmsubmit_knobs
 from .errors import InputError
 from .kvmprobe import PROBE_TIMEOUT, ProbeResult, boot_probe, probe_rom
+from .runner.screen import can_make_video
 from .runner.shares import virtiofsd
 from .staged import list_images
 
@@ -91,6 +92,8 @@ NODE_ATTRIBUTES = (
     Fact("VM_DISCOVERY_AGE", "integer", "seconds since what is advertised was verified: 0 when this run "
                                         "checked it all; more when a run too slow to check a hypervisor "
                                         "kept an earlier run's verdict (VMSUBMIT_DISCOVERY_KEEP)"),
+    Fact("VM_SCREEN_VIDEO", "boolean", "ffmpeg is installed: a job's --capture-screen also gives a video "
+                                       "(VP8 in WebM); frames are captured either way"),
 )
 
 # VM_<HV>_ATTR_<name> for every libvirt hypervisor advertised (scripts print their own).
@@ -177,6 +180,7 @@ class Observations:
     undecided: frozenset[str] = frozenset()  # domain types whose boot probe did not end in time
     config_source: str | None = None         # the HTCondor configuration file read
     config_digest: str = ""                  # of the VMSUBMIT_* knobs (config.digest)
+    screen_video: bool = False               # ffmpeg makes capture videos here
 
 
 @dataclass(frozen=True)
@@ -408,6 +412,7 @@ def build_ad(observations: Observations, kept: Mapping[str, Verified] | None = N
         "VM_CONDOR_CONFIG": classad_literal(observations.config_source),
         "VM_CONFIG_DIGEST": classad_literal(observations.config_digest),
         "VM_DISCOVERY_AGE": classad_literal(max((int(now - e.at) for e in kept.values()), default=0)),
+        "VM_SCREEN_VIDEO": classad_literal(observations.screen_video),
     }
     if observations.libvirt is not None:
         for kind, guest in usable.items():
@@ -862,7 +867,7 @@ def discover(settings: Settings, deadline: Deadline) -> Observations:
         bridges=host_bridges(settings.allowed_networks), allowed_networks=settings.allowed_networks,
         allowed_buses=settings.allowed_buses, max_vcpus=settings.max_vcpus,
         scripts=tuple(sorted(scripts, key=lambda s: s.hypervisor)),
-        images=tuple(list_images(settings.image_dir)))
+        images=tuple(list_images(settings.image_dir)), screen_video=can_make_video())
 
 
 def settings_from(uri: str | None, state_dir: Path | None, script_dir: Path | None, timeout: float,

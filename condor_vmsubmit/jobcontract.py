@@ -61,6 +61,11 @@ QEMU_OVERHEAD_FRACTION = 0.10   # plus this share of guest memory, for page tabl
 
 # The guest's serial console, written by the runner into the sandbox (transferred back with the output).
 CONSOLE_LOG_FILE = "vm-console.log"
+# The guest's screen: its last screen when it ends unasked, and the frames and video of --capture-screen
+# (runner/screen.py), written by the runner into this folder of the sandbox and transferred back.
+SCREEN_DIR = "vm-screen"
+# Job attribute (set by --capture-screen): seconds between two frames of the guest's screen.
+CAPTURE_SCREEN_ATTR = "VM_ATTR_CAPTURE_SCREEN"
 # A guest reports its exit status by printing this marker and a number on its serial console
 # before it powers off (docs/runner.md); the runner passes the number through as its exit code.
 GUEST_EXIT_MARKER = "condor-vm-exit-status="

@@ -24,7 +24,7 @@ from pathlib import PurePath, PurePosixPath
 from typing import Literal
 
 from . import jobcontract
-from .classads import ANY_HYPERVISOR, classad_string, hypervisor_attr, submit_safe, vm_type_for
+from .classads import ANY_HYPERVISOR, classad_string, hypervisor_attr, hypervisor_names, submit_safe, vm_type_for
 from .errors import InputError, TargetError
 from .jobcontract import request_memory_mib
 from .spec import Disk, VMSpec
@@ -81,6 +81,7 @@ class TranslateOptions:
     extra_input_files: tuple[str, ...] = ()
     queue: int = 1
     checkpoint_interval: int = jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS  # seconds; 0: none
+    capture_screen: float | None = None    # seconds between two frames of the guest's screen (None: off)
 
 
 @dataclass(frozen=True)
@@ -172,12 +173,12 @@ class _Builder:
     def set(self, key: str, value: str | int) -> None:
         self.commands.append((key, str(value)))
 
-    def attr(self, name: str, value: str | int | bool) -> None:
+    def attr(self, name: str, value: str | int | float | bool) -> None:
         """A custom job attribute (``MY.name``), quoted by type."""
         if isinstance(value, bool):
             text = classad_bool(value)
-        elif isinstance(value, int):
-            text = str(value)
+        elif isinstance(value, (int, float)):
+            text = f"{value:g}"
         else:
             text = classad_string(value)
         self.set(f"MY.{name}", text)
@@ -213,7 +214,8 @@ class _Builder:
 
     @property
     def hypervisor(self) -> str:
-        return (self.options.hypervisor or self.spec.hypervisor or ANY_HYPERVISOR).lower()
+        """The hypervisor the job asks for; several separated by commas mean any of them."""
+        return ",".join(hypervisor_names(self.options.hypervisor or self.spec.hypervisor))
 
     @property
     def output_dir(self) -> str:
@@ -286,7 +288,7 @@ class _Builder:
         its own (periodically: ``checkpoint_exit_code``) and when it saves on SIGTERM during an
         eviction or a hold (``ON_EXIT_OR_EVICT``): HTCondor uploads checkpoint files only for the
         former (docs/runner.md, "Checkpoints")."""
-        travelling = ", ".join([jobcontract.CHECKPOINT_DIR, jobcontract.CONSOLE_LOG_FILE]
+        travelling = ", ".join([jobcontract.CHECKPOINT_DIR, jobcontract.CONSOLE_LOG_FILE, jobcontract.SCREEN_DIR]
                                + self.written_disks() + self.writable_shares)
         self.set("transfer_output_files", travelling)
         self.set("checkpoint_exit_code", jobcontract.EXIT_CHECKPOINTED)
@@ -355,7 +357,7 @@ class _Builder:
 
     def vm_attributes(self, hypervisor: str) -> None:
         spec = self.spec
-        self.attr("VM_TYPE", vm_type_for(hypervisor))
+        self.attr("VM_TYPE", ",".join(dict.fromkeys(vm_type_for(name) for name in hypervisor_names(hypervisor))))
         self.attr("VM_HYPERVISOR", hypervisor)
         self.attr("VM_ATTR_SOURCE_FORMAT", spec.source_format)
         self.attr("VM_ATTR_NAME", spec.name)
@@ -375,6 +377,8 @@ class _Builder:
         if staged_names(spec):
             self.attr("VM_ATTR_IMAGES", ",".join(staged_names(spec)))
         self.attr("VM_ATTR_DISKS_TRANSFERRED", self.options.transfer_disks)
+        if self.options.capture_screen:
+            self.attr(jobcontract.CAPTURE_SCREEN_ATTR, self.options.capture_screen)
         wishes = {key: value for key, value in spec.extras.items() if key in HYPERVISOR_WISHES}
         if spec.machine:
             wishes["machine"] = spec.machine
@@ -384,8 +388,9 @@ class _Builder:
                           f"hypervisor-specific wishes ({', '.join(sorted(wishes))}) stay in the spec "
                           "file only: no hypervisor is named")
             return
-        for key, value in wishes.items():
-            self.attr(hypervisor_attr(hypervisor, key), value)
+        for name in hypervisor_names(hypervisor):
+            for key, value in wishes.items():
+                self.attr(hypervisor_attr(name, key), value)
 
     def disk_buses(self) -> list[str]:
         return sorted({d.bus.lower() for d in self.spec.disks if d.bus})
@@ -394,24 +399,33 @@ class _Builder:
         return sorted({n.model.lower() for n in self.spec.nics if n.model})
 
     def runner_requirements(self, hypervisor: str) -> str:
-        """Requirements against the machine ad; every reference scoped, string lists as lists."""
-        vm_type = vm_type_for(hypervisor)
-        clauses = [f'stringListIMember("{vm_type}", TARGET.VM_TYPES)']
-        if hypervisor == ANY_HYPERVISOR:
-            clauses.append("stringListSize(TARGET.VM_HYPERVISORS) > 0")
+        """Requirements against the machine ad; every reference scoped, string lists as lists.  A list
+        of hypervisors matches a node that runs any one of them, with that one's facts."""
+        names = hypervisor_names(hypervisor)
+        if names == (ANY_HYPERVISOR,):
+            clauses = [f'stringListIMember("{vm_type_for(ANY_HYPERVISOR)}", TARGET.VM_TYPES)',
+                       "stringListSize(TARGET.VM_HYPERVISORS) > 0"]
             if self.spec.firmware == "efi":
                 self.note(self.element("firmware"),
                           "efi firmware is not matched against 'any' hypervisor: the runner checks it "
                           "after the match", "warning")
+        elif len(names) == 1:
+            clauses = self.one_hypervisor(hypervisor)[:2]
         else:
-            clauses.append(f"stringListIMember({classad_string(hypervisor)}, TARGET.VM_HYPERVISORS)")
+            clauses = ["(" + " || ".join(f"({' && '.join(self.one_hypervisor(name))})" for name in names) + ")"]
         clauses += [f"stringListIMember({classad_string(name)}, TARGET.VM_IMAGES)" for name in staged_names(self.spec)]
         # The slot's memory and disk: condor_submit adds TARGET.Memory >= RequestMemory and
         # TARGET.Disk >= RequestDisk itself from request_* (and warns when Requirements names them).
         clauses.append("TARGET.Cpus >= MY.RequestCpus")
-        if hypervisor != ANY_HYPERVISOR:
+        if len(names) == 1 and names != (ANY_HYPERVISOR,):
             clauses += self.hypervisor_clauses(hypervisor)
         return " && ".join(clauses)
+
+    def one_hypervisor(self, hypervisor: str) -> list[str]:
+        """The node runs ``hypervisor`` (its VM type, the name), with the facts the job needs of it."""
+        return [f'stringListIMember("{vm_type_for(hypervisor)}", TARGET.VM_TYPES)',
+                f"stringListIMember({classad_string(hypervisor)}, TARGET.VM_HYPERVISORS)"] \
+            + self.hypervisor_clauses(hypervisor)
 
     def hypervisor_clauses(self, hypervisor: str) -> list[str]:
         """Facts the node advertises for this hypervisor; a fact it does not advertise is not held
@@ -453,8 +467,12 @@ class _Builder:
 
     def stock_vm_type(self) -> str:
         hypervisor = self.hypervisor
-        if hypervisor in STOCK_VM_TYPES:
-            return hypervisor
+        stock = [name for name in hypervisor_names(hypervisor) if name in STOCK_VM_TYPES]
+        if stock:
+            if len(hypervisor_names(hypervisor)) > 1:
+                self.note(self.element("hypervisor"), f"the stock VM universe takes one vm_type: {stock[0]}",
+                          "warning")
+            return stock[0]
         where = self.element("hypervisor")
         if hypervisor == ANY_HYPERVISOR:
             self.note(where, "no hypervisor named: vm_type kvm")

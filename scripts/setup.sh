@@ -5,13 +5,14 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VMSUBMIT_VENV:-$REPO/.venv}
 
 # Debian packages: libvirt + QEMU (real guests under TCG), qemu-img, OVMF (EFI guests), virtinst (benchmark reference),
+# ffmpeg (the video of --capture-screen, ffprobe in its tests),
 # kernels and busybox for the tiny test guest (syslinux, mtools, dosfstools and systemd-boot-efi put it on a
 # disk that BIOS and UEFI boot) (the generic kernel has 9p for shared folders; no
 # initramfs is generated for them, INITRD=No), and what builds libvirt-python.
 DEBIAN_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev libvirt0 pkg-config
   qemu-system-x86 qemu-utils ovmf virtinst linux-image-cloud-amd64 linux-image-amd64 busybox-static cpio
-  genisoimage netcat-openbsd openssh-client
+  genisoimage netcat-openbsd openssh-client ffmpeg
   syslinux syslinux-common mtools dosfstools systemd-boot-efi
   python3 python3-venv python3-dev gcc
 )

@@ -33,7 +33,7 @@ from condor_vmsubmit.runner.render import domain_name
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, VMSpec
 
 REPO = Path(__file__).resolve().parents[1]
-CMDLINE = "console=ttyS0 panic=-1 quiet"
+CMDLINE = "console=tty0 console=ttyS0 panic=-1 quiet"  # the screen (VGA) and the serial port
 
 
 @functools.cache

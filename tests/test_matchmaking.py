@@ -126,3 +126,20 @@ def test_virtiofs_shares_need_virtiofs(web: VMSpec) -> None:
     assert matches(shared, machine_ad(VM_KVM_ATTR_VIRTIOFS="true"))
     nine_p = replace(web, shared_folders=(SharedFolder(source="/data", target="data", driver="9p"),))
     assert matches(nine_p, machine_ad())
+
+
+def test_a_list_of_hypervisors_matches_a_node_that_runs_any_of_them(minimal: VMSpec) -> None:
+    qemu_only = machine_ad(VM_HYPERVISORS='"qemu"')
+    scripted = machine_ad(VM_TYPES='"script-managed"', VM_HYPERVISORS='"virtualbox"')
+    assert matches(minimal, qemu_only, hypervisor="kvm,qemu")
+    assert not matches(minimal, qemu_only, hypervisor="kvm")
+    assert not matches(minimal, machine_ad(VM_HYPERVISORS='"xen"'), hypervisor="kvm,qemu")
+    # a list of VM types: a libvirt hypervisor or an admin's script
+    assert matches(minimal, scripted, hypervisor="kvm,virtualbox") and not matches(minimal, scripted, hypervisor="kvm")
+    job = dict(translate(minimal, TranslateOptions(hypervisor="kvm,virtualbox")).commands)
+    assert job["MY.VM_TYPE"] == '"libvirt-managed,script-managed"' and job["MY.VM_HYPERVISOR"] == '"kvm,virtualbox"'
+    # the facts of the one that matches count: a node whose qemu has too few vCPUs does not match
+    assert not matches(replace(minimal, vcpus=8), machine_ad(VM_HYPERVISORS='"qemu"', VM_QEMU_ATTR_MAX_VCPUS="4"),
+                       hypervisor="kvm,qemu")
+    assert translate(minimal, TranslateOptions(hypervisor="qemu,any")).commands == \
+        translate(minimal, TranslateOptions(hypervisor="any")).commands

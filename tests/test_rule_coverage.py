@@ -247,6 +247,12 @@ def _discovery_age() -> None:
     assert build_ad(slow, kept, now=1100.0)["VM_DISCOVERY_AGE"] == "100"
 
 
+@case("VM_SCREEN_VIDEO")
+def _screen_video() -> None:
+    assert seen()["VM_SCREEN_VIDEO"] == "false"
+    assert seen(screen_video=True)["VM_SCREEN_VIDEO"] == "true"
+
+
 @case("VM_IMAGES")
 def _images() -> None:
     assert seen()["VM_IMAGES"] == '""'

@@ -67,7 +67,7 @@ def test_the_spec_names_the_staged_image_and_the_job_matches_only_nodes_that_hav
     assert "/home/user/vm/job.img" in description.input_files  # the data disk travels
     # the overlay and the transferred data disk are what the guest writes: both travel with a checkpoint
     assert commands["transfer_checkpoint_files"] == (f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}, "
-                                                     "staged-tinyos.overlay.qcow2, job.img")
+                                                     f"{jobcontract.SCREEN_DIR}, staged-tinyos.overlay.qcow2, job.img")
     assert matches(spec, machine_ad(VM_IMAGES='"debian-12,TinyOS"'))
     assert not matches(spec, machine_ad(VM_IMAGES='"debian-12"'))
     assert not matches(spec, machine_ad(VM_IMAGES=None))

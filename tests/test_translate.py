@@ -46,7 +46,8 @@ def test_runner_job_shape(web: VMSpec) -> None:
     assert commands["checkpoint_exit_code"] == str(jobcontract.EXIT_CHECKPOINTED)
     # the writable disks go with every checkpoint (a saved state is consistent only with them), and
     # with every eviction (ON_EXIT_OR_EVICT uploads the output files); the read-only seed ISO does not
-    travelling = f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}, web01-system.qcow2, web01-data.img"
+    travelling = (f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}, {jobcontract.SCREEN_DIR}, "
+                  "web01-system.qcow2, web01-data.img")
     assert commands["transfer_checkpoint_files"] == travelling
     assert commands["when_to_transfer_output"] == "ON_EXIT_OR_EVICT"
     assert commands["transfer_output_files"] == travelling
@@ -271,7 +272,8 @@ def test_every_emitted_vm_attribute_is_documented(web: VMSpec, kernel: VMSpec) -
 
 def test_disks_left_on_the_execute_nodes_are_not_checkpointed(web: VMSpec) -> None:
     commands = runner(web, transfer_disks=False)
-    assert commands["transfer_checkpoint_files"] == f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}"
+    assert commands["transfer_checkpoint_files"] == (f"{jobcontract.CHECKPOINT_DIR}, {jobcontract.CONSOLE_LOG_FILE}, "
+                                                     f"{jobcontract.SCREEN_DIR}")
 
 
 def test_the_checkpoint_interval_becomes_a_job_attribute_and_zero_warns(web: VMSpec) -> None:

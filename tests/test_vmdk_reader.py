@@ -324,10 +324,13 @@ def test_a_parent_changed_after_the_delta_is_noted(tmp_path: Path) -> None:
     base = create(tmp_path, "base.vmdk", "vmdk", "20M")
     result = qemu_img("create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", "delta.vmdk", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    data = bytearray(base.read_bytes())
+    data = base.read_bytes()
+    # qemu-img writes the random CID without leading zeros: the new one may be longer, so it takes
+    # that many bytes of the NUL padding after the embedded descriptor (every offset stays)
     at = data.index(b"CID=") + 4
-    data[at:at + 8] = b"0badc0de"
-    base.write_bytes(data)
+    end, padding = data.index(b"\n", at), data.index(b"\0", at)
+    longer = 8 - (end - at)
+    base.write_bytes(data[:at] + b"0badc0de" + data[end:padding] + data[padding + longer:])
     info = read_image(tmp_path / "delta.vmdk", allow_backing=True)
     assert info.parent.cid == 0x0BADC0DE
     assert any("does not match the parent's CID 0badc0de" in note for note in info.notes)

@@ -12,10 +12,12 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
 
+from .. import jobcontract
 from ..control import console as console_module
 from ..control import sshfwd
 from ..control.guests import Guest, LibvirtGuest, open_guest, signal_runner
@@ -135,6 +137,29 @@ def stop(context: click.Context, force: bool, timeout: float) -> None:
         signal_runner(found.runner, signal.SIGINT, timeout, "ending the guest")
     else:
         found.stop(timeout)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"The PNG file to write [default: {jobcontract.SCREEN_DIR}/screenshot-TIME.png in the sandbox].")
+@click.pass_context
+@reports_errors
+def screenshot(context: click.Context, output: Path | None) -> None:
+    """Write a PNG of the VM's display now."""
+    from ..runner.screen import ScreenError, write_png
+
+    image = guest(context).screenshot()
+    if output is None:
+        folder = context.find_root().obj["sandbox"] / jobcontract.SCREEN_DIR
+        folder.mkdir(exist_ok=True)
+        output = folder / f"screenshot-{time.strftime('%Y%m%d-%H%M%S')}.png"
+    try:
+        width, height = write_png(image, output)
+    except ScreenError as exc:
+        raise ControlError(f"screenshot: {exc}") from None
+    except OSError as exc:
+        raise ControlError(f"cannot write {output}: {exc.strerror}") from None
+    click.echo(f"{output} ({width}x{height})")
 
 
 @main.command("ssh-socket", context_settings=CONTEXT_SETTINGS)

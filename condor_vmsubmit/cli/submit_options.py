@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import jobcontract
+from ..classads import hypervisor_names
 from ..errors import InputError, PolicyRejected, SafetyRefused, VMSubmitError
 from ..media import with_media
 from ..shared_folders import add_shares
@@ -35,6 +36,7 @@ from ..staged import add_image
 from ..translate import TARGETS, SubmitDescription, Target, TranslateOptions, parse_append, safe_file_stem, translate
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_CAPTURE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class SubmitOptions:
     image: str | None = None
     policies: tuple[Path, ...] = ()
     checkpoint_interval: int = jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS
+    capture_screen: float | None = None
 
 
 def _append_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple:
@@ -72,12 +75,14 @@ def _append_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 
 
 def _hypervisor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """One hypervisor name, or several separated by commas (any of them)."""
     if value is None:
         return None
-    name = value.strip().lower()
-    if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
-        raise click.BadParameter(f"'{value}' is not a hypervisor name such as kvm, qemu, xen or any")
-    return name
+    names = [name.strip().lower() for name in value.split(",")]
+    for name in names:
+        if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+            raise click.BadParameter(f"'{name or value}' is not a hypervisor name such as kvm, qemu, xen or any")
+    return ",".join(hypervisor_names(",".join(names)))
 
 
 _OPTIONS = (
@@ -87,8 +92,9 @@ _OPTIONS = (
                  help="With --dry-run: print the description, files and notes as JSON."),
     click.option("--target", "-target", type=click.Choice(TARGETS), default="runner", show_default=True,
                  help="runner: vanilla job run by condor_vm_runner; vm-universe: stock universe = vm."),
-    click.option("--hypervisor", "-hypervisor", callback=_hypervisor, metavar="NAME",
-                 help="Hypervisor to match (kvm, qemu, xen, a script-managed one, or any)."),
+    click.option("--hypervisor", "-hypervisor", callback=_hypervisor, metavar="NAME[,NAME...]",
+                 help="Hypervisor to match (kvm, qemu, xen, a script-managed one, or any); several "
+                      "separated by commas: any of them (kvm,qemu)."),
     click.option("--name", "-name", metavar="SCHEDD", help="Submit to this schedd."),
     click.option("--pool", "-pool", metavar="HOST[:PORT]", help="Find the schedd through this collector."),
     click.option("--spool", "-spool", is_flag=True, help="Spool the input files to the schedd."),
@@ -125,6 +131,10 @@ _OPTIONS = (
                  default=jobcontract.DEFAULT_CHECKPOINT_INTERVAL_SECONDS, show_default=True,
                  help="Save the running guest this often (0: only on eviction); the execute node may "
                       "bound it. A node lost outright costs the work since the last save."),
+    click.option("--capture-screen", "-capture-screen", "capture_screen", type=click.FloatRange(min=1.0),
+                 is_flag=False, flag_value=DEFAULT_CAPTURE_SECONDS, default=None, metavar="[SECONDS]",
+                 help=f"Capture the guest's screen every SECONDS (default {DEFAULT_CAPTURE_SECONDS:g}) into "
+                      f"{jobcontract.SCREEN_DIR}/, and a video of it where the node has ffmpeg."),
 )
 _FIELDS = tuple(f.name for f in fields(SubmitOptions))
 
@@ -188,6 +198,7 @@ def _translate_options(options: SubmitOptions, output_dir: Path, extra: tuple[st
         transfer_disks=not options.no_transfer_disks, strict=options.strict,
         batch_name=options.batch_name, append=options.append, extra_input_files=extra,
         queue=options.queue, checkpoint_interval=options.checkpoint_interval,
+        capture_screen=options.capture_screen,
     )
     return replace(base, runner=runner) if runner else base
 
@@ -283,7 +294,8 @@ def _run_local(spec: VMSpec, options: SubmitOptions, extra: tuple[str, ...]) -> 
         except ImportError as error:  # the runner's libvirt-python is an optional extra
             raise VMSubmitError(f"--local needs the execute-side parts (pip install "
                                 f"'condor_vmsubmit[execute]'): {error}") from None
-        return run_local(spec, list(description.input_files))
+        return run_local(spec, list(description.input_files), capture_screen=options.capture_screen,
+                         screen_to=options.output_dir.absolute() if options.output_dir else Path.cwd())
 
 
 def _check_vm(spec: VMSpec, options: SubmitOptions, description: SubmitDescription) -> None:

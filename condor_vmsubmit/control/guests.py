@@ -1,4 +1,5 @@
-"""The guest of a running job, whichever backend runs it: status, pause, resume, stop, checkpoint.
+"""The guest of a running job, whichever backend runs it: status, pause, resume, stop, checkpoint,
+screenshot.
 
 Two backends: the per-job libvirt session the runner started (:class:`LibvirtGuest`) and an
 admin's script for script-managed jobs (:class:`ScriptGuest`, through
@@ -26,11 +27,12 @@ import classad2
 from lxml import etree
 
 from .. import jobcontract
-from ..classads import script_managed
-from ..errors import ControlError, NoGuestError
+from ..classads import hypervisor_names, script_managed
+from ..errors import ControlError, InputError, NoGuestError
 from ..runner.job import Job, read_ad
 from ..runner.render import domain_name
 from ..runner.sandbox import Sandbox, read_spec
+from ..runner.screen import ScreenError, libvirt_grab, script_grab
 from ..runner.script_protocol import ActionResult, ScriptOutcome, find_script, run_action
 from .locate import Runner, find_runner
 
@@ -59,6 +61,7 @@ class Guest(Protocol):
     def checkpoint(self, timeout: float) -> str: ...
     def console_target(self) -> ConsoleTarget: ...
     def running(self) -> bool: ...
+    def screenshot(self) -> bytes: ...
 
 
 def pid_alive(pid: int) -> bool:
@@ -160,6 +163,13 @@ class LibvirtGuest:
     def checkpoint(self, timeout: float) -> str:
         return checkpoint_through_runner(self.runner, self.sandbox, timeout)
 
+    def screenshot(self) -> bytes:
+        """The guest's display now (libvirt's screenshot API), as a PPM."""
+        try:
+            return libvirt_grab(self.connection, self.domain)()
+        except ScreenError as exc:
+            raise ControlError(f"screenshot: {exc}") from None
+
     def console_target(self) -> ConsoleTarget:
         """The first serial port of the live domain: a pty (with its log file) or a file."""
         root = etree.fromstring(self.domain.XMLDesc().encode())
@@ -213,23 +223,45 @@ class ScriptGuest:
             raise NoGuestError(f"no condor_vm_runner works in {self.sandbox}: a checkpoint goes through it")
         return checkpoint_through_runner(self.runner, self.sandbox, timeout)
 
+    def screenshot(self) -> bytes:
+        """The guest's display now, through the script's ``screenshot`` action."""
+        try:
+            return script_grab(self.script, self.job_ad, self.sandbox, self.sandbox / jobcontract.SPEC_FILE)()
+        except ScreenError as exc:
+            raise ControlError(f"screenshot: {exc}") from None
+
     def console_target(self) -> ConsoleTarget:
         """A script writes the console to the file the runner names (``VMSUBMIT_CONSOLE``)."""
         return ConsoleTarget(False, self.sandbox / jobcontract.CONSOLE_LOG_FILE)
 
 
+def installed_script(names: list[str], script_dir: Path) -> Path:
+    """The script of the first of ``names`` installed in ``script_dir`` (else the last one's error)."""
+    for name in names[:-1]:
+        try:
+            return find_script(name, script_dir)
+        except InputError:
+            continue
+    return find_script(names[-1], script_dir)
+
+
 def open_guest(sandbox: Path, *, libvirt_uri: str | None, script_dir: Path | None) -> Guest:
     """The guest of the job in ``sandbox``: through the admin's script for script-managed jobs,
-    else in the runner's libvirt session."""
+    else in the runner's libvirt session.  A job that accepts several hypervisors
+    (``--hypervisor kvm,qemu-direct``) runs under libvirt when the runner has a libvirt session,
+    else under the first of its scripts installed here."""
     runner = find_runner(sandbox)
     spec_file = sandbox / jobcontract.SPEC_FILE
     spec = read_spec(Sandbox(sandbox)) if spec_file.is_file() else None
     job_ad = Path(os.environ.get("_CONDOR_JOB_AD") or sandbox / ".job.ad")
-    if spec is not None and script_managed(spec.hypervisor):
+    names = hypervisor_names(spec.hypervisor) if spec is not None else ()
+    scripts = [name for name in names if script_managed(name)]
+    in_libvirt = libvirt_uri is not None or (runner is not None and runner.session_uri is not None)
+    if scripts and (len(scripts) == len(names) or not in_libvirt):
         if script_dir is None:
-            raise NoGuestError(f"the job's VM is script-managed ({spec.hypervisor}) but no script directory "
+            raise NoGuestError(f"the job's VM is script-managed ({', '.join(scripts)}) but no script directory "
                                "is configured (VMSUBMIT_SCRIPT_DIR, or --script-dir)")
-        return ScriptGuest(find_script(spec.hypervisor, script_dir), sandbox, job_ad, runner)
+        return ScriptGuest(installed_script(scripts, script_dir), sandbox, job_ad, runner)
     if runner is None:
         raise NoGuestError(f"no VM runs in {sandbox}: no condor_vm_runner works there "
                            "(run this in the job's sandbox after condor_ssh_to_job, or give --sandbox)")

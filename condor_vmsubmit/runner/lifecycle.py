@@ -29,7 +29,7 @@ from .. import jobcontract
 from ..checks.policy import Policy
 from ..checks.preflight import judge, safety_refusals
 from ..checks.safety import SandboxFiles
-from ..classads import script_managed
+from ..classads import hypervisor_names, script_managed
 from ..errors import VMSubmitError
 from ..staged import image_dir_from_config
 from .chirp import Reporter
@@ -39,6 +39,7 @@ from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
 from .render import job_domain, to_text
 from .savable import ConversionError, adopt_converted, convert_unsavable
+from .screen import Grab, ScreenWatcher, libvirt_grab
 from .session import Session
 from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
@@ -158,6 +159,20 @@ def kvm_usable(machine_ad_hypervisors: list[str] | None) -> bool:
 def _hypervisors_in_ad(job: Job) -> list[str] | None:
     value = job.machine_ad.get("VM_HYPERVISORS")
     return [str(v) for v in value] if isinstance(value, list) else None
+
+
+def choose_hypervisor(job: Job) -> Job:
+    """The job with the hypervisor this node runs it with: of a list (``--hypervisor kvm,qemu``), the
+    first that works here (kvm when it really does, qemu, a script discovery found), else the first
+    (which verification then refuses); a single name or any is kept."""
+    names = hypervisor_names(job.spec.hypervisor)
+    if len(names) == 1:
+        return job
+    advertised = _hypervisors_in_ad(job) or []
+    usable = {"qemu"} | ({"kvm"} if "kvm" in names and kvm_usable(_hypervisors_in_ad(job)) else set())
+    chosen = next((name for name in names if name in usable or (script_managed(name) and name in advertised)),
+                  names[0])
+    return replace(job, spec=replace(job.spec, hypervisor=chosen))
 
 
 def prepare(job: Job, options: Options, reporter: Reporter) -> etree._Element:
@@ -390,10 +405,14 @@ def run(job: Job, options: Options, reporter: Reporter, guardian: GuardianProces
 
 def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
          guardian: GuardianProcess | None) -> Outcome:
-    # Both are output files (transfer_output_files): a job that ends early must not be held for their absence.
+    # Output files (transfer_output_files): a job that ends early must not be held for their absence.
     job.sandbox.checkpoint_dir.mkdir(exist_ok=True)
     job.sandbox.console_log.touch()
+    (job.sandbox.root / jobcontract.SCREEN_DIR).mkdir(exist_ok=True)
+    job = choose_hypervisor(job)
     if script_managed(job.spec.hypervisor):
+        if guardian is not None:  # started for a list's libvirt hypervisors, which this node does not run
+            guardian.stop()
         from .script_backend import configured_script_dir, run_script_job
 
         return run_script_job(job, options.script_dir or configured_script_dir(), reporter, signals,
@@ -411,5 +430,34 @@ def _run(job: Job, options: Options, reporter: Reporter, signals: Signals,
         # restored: the console log goes on from where it is; booted: start() empties it
         offset = size_of(job.sandbox.console_log) if job.sandbox.save_file.exists() else 0
         domain = start(session, root, job, reporter)
-        with following_console(job, options, offset):
-            return watch(session, domain, signals, job, usage, options.checkpoint_interval)
+        with following_console(job, options, offset), \
+                screen_watcher(libvirt_grab(session.connection, domain), job, signals) as screen:
+            return with_last_screen(screen, watch(session, domain, signals, job, usage, options.checkpoint_interval),
+                                    reporter)
+
+
+# --- the guest's screen (runner/screen.py)
+
+
+def screen_watcher(grab: Grab, job: Job, signals: Signals) -> ScreenWatcher:
+    """The watcher of the guest's screen, capturing it when the job asks (``--capture-screen``);
+    it leaves the guest alone once a checkpoint is asked for."""
+    value = job.job_ad.get(jobcontract.CAPTURE_SCREEN_ATTR)
+    capture = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+    return ScreenWatcher(grab, job.sandbox.root / jobcontract.SCREEN_DIR, capture, lambda: signals.checkpoint)
+
+
+def with_last_screen(screen: ScreenWatcher, outcome: Outcome, reporter: Reporter) -> Outcome:
+    """The outcome, after saving the last screen of a guest that ended in a way the user did not
+    ask for (a hold: crash, refusal, timeout...; a checkpoint: the pool stopped the runner), named in
+    the hold reason or the job log; and after closing the capture (its video at the job's end)."""
+    unasked = outcome.code in jobcontract.HOLD_EXIT_CODES or outcome.code == jobcontract.EXIT_CHECKPOINTED
+    said = screen.last_screen() if unasked else None
+    captured = screen.finish(final=outcome.code != jobcontract.EXIT_CHECKPOINTED)
+    if captured:
+        reporter.log(captured)
+    if said and outcome.code in jobcontract.HOLD_EXIT_CODES:
+        return replace(outcome, reason=f"{outcome.reason}; {said}")
+    if said:
+        reporter.log(said)
+    return outcome

@@ -56,8 +56,13 @@ def overcommit_warning(spec: VMSpec, cores: int) -> str | None:
             "host: QEMU overcommits them, the guest runs slower")
 
 
-def job_ad_text(job_id: str) -> str:
-    return f'ClusterId = 0\nProcId = 0\nGlobalJobId = "{job_id}"\nJobUniverse = 5\n'
+def job_ad_text(job_id: str, capture_screen: float | None = None) -> str:
+    """
+    >>> job_ad_text("local#1", 2.0).splitlines()[-1]
+    'VM_ATTR_CAPTURE_SCREEN = 2'
+    """
+    capture = f"{jobcontract.CAPTURE_SCREEN_ATTR} = {capture_screen:g}\n" if capture_screen else ""
+    return f'ClusterId = 0\nProcId = 0\nGlobalJobId = "{job_id}"\nJobUniverse = 5\n{capture}'
 
 
 def copy_inputs(input_files: list[str], folder: Path) -> None:
@@ -105,28 +110,36 @@ class ConsoleStream:
         self.status.update(f"[bold]{self.name}[/]: running {elapsed:.0f} s (Ctrl-C stops the guest)")
 
 
-def run_local(spec: VMSpec, input_files: list[str], *, options: Options = LOCAL_OPTIONS) -> int:
-    """Run ``spec`` here with ``input_files`` (the files the job would transfer); the exit code."""
+def run_local(spec: VMSpec, input_files: list[str], *, options: Options = LOCAL_OPTIONS,
+              capture_screen: float | None = None, screen_to: Path | None = None) -> int:
+    """Run ``spec`` here with ``input_files`` (the files the job would transfer); the exit code.
+
+    ``capture_screen``: seconds between frames of the guest's screen; what the runner leaves in
+    the sandbox's screen folder (frames, video, last screen) is copied into ``screen_to``."""
     terminal = Console(stderr=True)
     folder = Path(tempfile.mkdtemp(prefix="cvm-local-"))
     try:
         copy_inputs(input_files, folder)
-        (folder / "job.ad").write_text(job_ad_text(f"local#{secrets.token_hex(4)}"))
+        (folder / "job.ad").write_text(job_ad_text(f"local#{secrets.token_hex(4)}", capture_screen))
         (folder / "machine.ad").write_text(machine_ad_text(spec.vcpus))
         if (warning := overcommit_warning(spec, os.cpu_count() or 1)) is not None:
             terminal.print(warning, markup=False, highlight=False)
-        staged = folder / jobcontract.SPEC_FILE
-        spec = VMSpec.from_json(staged.read_text()) if staged.exists() else spec
+        spec_file = folder / jobcontract.SPEC_FILE
+        spec = VMSpec.from_json(spec_file.read_text()) if spec_file.exists() else spec
         if spec.hypervisor == "kvm" and not kvm_usable(None):
             terminal.print(f"warning: {spec.name} asks for KVM, which does not work on this host: running it "
                            "under QEMU's emulation (TCG), much slower", markup=False, highlight=False)
             spec = replace(spec, hypervisor=None)
-        staged.write_text(spec.to_json())
+        spec_file.write_text(spec.to_json())
         environ = {"_CONDOR_JOB_AD": str(folder / "job.ad"), "_CONDOR_MACHINE_AD": str(folder / "machine.ad"),
                    "_CONDOR_SCRATCH_DIR": str(folder)}
         job = load_job(ad_files(environ), Sandbox(folder.resolve()))
         with ConsoleStream(Sandbox(folder).console_log, terminal, spec.name):
             code = run(job, options, Reporter(environ={}, stream=terminal.file))
+        screen = folder / jobcontract.SCREEN_DIR
+        if screen_to is not None and screen.is_dir() and any(screen.iterdir()):
+            shutil.copytree(screen, screen_to / jobcontract.SCREEN_DIR, dirs_exist_ok=True)
+            terminal.print(f"the guest's screen: {screen_to / jobcontract.SCREEN_DIR}/", highlight=False)
         terminal.print(_verdict(code), highlight=False)
         return code
     finally:

@@ -4,7 +4,8 @@ Both paths give the same guarantees: the domain type the host really supports, a
 unique name, a UUID and MAC addresses derived from the job (stable across
 restarts, so a saved state restores), explicit disk formats, every file inside the sandbox, user-mode
 networking with the link state honoured, the serial console written to a file in the
-sandbox, ACPI (so a guest's poweroff ends the domain) and no reboot on poweroff.
+sandbox, ACPI (so a guest's poweroff ends the domain), no reboot on poweroff, and a display
+that listens nowhere when the guest has none (for its screen, runner/screen.py).
 What safety still refuses is left for :func:`condor_vmsubmit.checks.safety.check_domain`.
 """
 
@@ -112,6 +113,7 @@ def render_spec(spec: VMSpec, sandbox: Sandbox, *, domain_type: str, job_id: str
         _nic(devices, nic)
     _fill_macs(devices, job_id)
     _console(devices, sandbox)
+    _display(devices)
     return root
 
 
@@ -151,6 +153,18 @@ def _console(devices: etree._Element, sandbox: Sandbox) -> None:
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=str(sandbox.console_log), append="on")
     _sub(serial, "target", port="0")
+
+
+def _display(devices: etree._Element) -> bool:
+    """Give a guest without a display one that listens nowhere (no port, no socket): a VGA card
+    whose screen only the job's libvirt session reads (runner/screen.py).  Whether it was added."""
+    if devices.find("graphics") is not None or devices.find("video") is not None:
+        return False
+    graphics = _sub(devices, "graphics", type="vnc")
+    _sub(graphics, "listen", type="none")
+    video = _sub(devices, "video")
+    _sub(video, "model", type="vga")
+    return True
 
 
 def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, job_id: str,
@@ -214,6 +228,9 @@ def replay_domain(user: etree._Element, sandbox: Sandbox, *, domain_type: str, j
     for chardev in devices.findall("serial") + devices.findall("console"):
         devices.remove(chardev)
     _console(devices, sandbox)
+    if _display(devices):
+        notes.append("<graphics>: added a VGA display that listens nowhere, for screenshots (condor_vm_control "
+                     "screenshot) and the last screen of a failure")
     return root, notes
 
 

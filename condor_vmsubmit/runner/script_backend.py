@@ -20,7 +20,8 @@ from ..errors import InputError
 from .chirp import Reporter
 from .follow import size_of
 from .job import Job
-from .lifecycle import Outcome, Signals, Stop, guest_exit_status
+from .lifecycle import Outcome, Signals, Stop, guest_exit_status, screen_watcher, with_last_screen
+from .screen import script_grab
 from .script_protocol import ScriptOutcome, find_script, last_line, read_tail, run_action, start_guest
 from .verify import verify_match
 
@@ -68,11 +69,12 @@ def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signal
         return Outcome(jobcontract.EXIT_INTERRUPTED, "stopped before the guest started")
 
     offset = size_of(job.sandbox.console_log)
+    grab = script_grab(script, ad_file, job.sandbox.root, job.sandbox.spec_file)
     with tempfile.TemporaryFile(dir=job.sandbox.state_dir) as errors:
         guest = start_guest(script, ad_file, job.sandbox.root, job.sandbox.spec_file, job.sandbox.console_log,
                             errors)
-        with following(offset):
-            return _watch(guest, errors, action, job, signals, hypervisor)
+        with following(offset), screen_watcher(grab, job, signals) as screen:
+            return with_last_screen(screen, _watch(guest, errors, action, job, signals, hypervisor), reporter)
 
 
 def _watch(guest: subprocess.Popen, errors: BinaryIO, action, job: Job, signals: Signals,

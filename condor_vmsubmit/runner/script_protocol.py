@@ -28,7 +28,9 @@ from typing import BinaryIO
 
 from ..errors import InputError
 
-ACTIONS = ("discover", "verify", "start", "status", "pause", "resume", "checkpoint", "stop")
+ACTIONS = ("discover", "verify", "start", "status", "pause", "resume", "checkpoint", "stop", "screenshot")
+# ``screenshot`` writes the guest's display now, as a PNG or PPM file, where this variable says.
+SCREENSHOT_ENV = "VMSUBMIT_SCREENSHOT"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _PR_SET_PDEATHSIG = 1
 # How much of the end of a script's stderr is read for the reason of a failure.
@@ -88,13 +90,14 @@ def script_environment(sandbox: Path, spec_file: Path) -> dict[str, str]:
 
 
 def run_action(script: Path, action: str, job_ad_file: Path, sandbox: Path, spec_file: Path,
-               timeout: float = 120.0) -> ActionResult:
-    """Run one short action (anything but ``start``) and interpret its exit code."""
+               timeout: float = 120.0, environment: dict[str, str] | None = None) -> ActionResult:
+    """Run one short action (anything but ``start``) and interpret its exit code; ``environment``
+    adds to the environment every action gets."""
     if action not in ACTIONS or action == "start":
         raise ValueError(f"not a short script action: {action}")
     try:
-        done = subprocess.run([str(script), action, str(job_ad_file)], cwd=sandbox,
-                              env=script_environment(sandbox, spec_file), capture_output=True,
+        env = {**script_environment(sandbox, spec_file), **(environment or {})}
+        done = subprocess.run([str(script), action, str(job_ad_file)], cwd=sandbox, env=env, capture_output=True,
                               text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return ActionResult(action, ScriptOutcome.FAILED, "", f"'{action}' did not finish in {timeout:.0f} s")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..jobcontract import CHECKPOINT_DIR, CONSOLE_LOG_FILE, SPEC_FILE
-from ..runner.script_protocol import ScriptOutcome, die_with_parent
+from ..runner.script_protocol import SCREENSHOT_ENV, ScriptOutcome, die_with_parent
 from ..spec import Disk, Nic, VMSpec
 
 QEMU = os.environ.get("VMSUBMIT_QEMU", "qemu-system-x86_64")
@@ -78,7 +78,7 @@ def qemu_command(spec: VMSpec, sandbox: Path, console: Path, restore: bool) -> l
     """The qemu-system command line for ``spec`` (pure: no file is touched)."""
     command = [QEMU, "-name", f"guest={spec.name}", "-machine", _machine(spec), "-accel", "tcg",
                "-m", f"{max(1, spec.memory_bytes // 2**20)}M", "-smp", str(spec.vcpus),
-               "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+               "-nodefaults", "-no-user-config", "-display", "none", "-device", "VGA", "-no-reboot",
                "-chardev", f"file,id=console0,path={console}", "-serial", "chardev:console0",
                "-qmp", f"unix:{QMP_SOCKET},server=on,wait=off", "-pidfile", PID_FILE]
     if spec.firmware == "efi":
@@ -238,6 +238,19 @@ def action_monitor(command: str) -> int:
     return ScriptOutcome.EXECUTED
 
 
+def action_screenshot() -> int:
+    """The guest's display (a VGA card no one else sees: ``-display none``) as a PPM file where
+    ``VMSUBMIT_SCREENSHOT`` says, through QEMU's ``screendump``."""
+    target = os.environ.get(SCREENSHOT_ENV)
+    if not target:
+        print(f"screenshot: {SCREENSHOT_ENV} names no file", file=sys.stderr)
+        return ScriptOutcome.REJECTED
+    monitor = QMP()
+    monitor.execute("screendump", filename=str(Path(target).absolute()))
+    monitor.close()
+    return ScriptOutcome.EXECUTED
+
+
 def action_checkpoint() -> int:
     """Stop the guest, stream its state into the checkpoint folder, and quit QEMU."""
     STATE_FILE.parent.mkdir(exist_ok=True)
@@ -303,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if action == "discover":
             return action_discover()
-        if action in ("status", "pause", "resume", "checkpoint", "stop") and not Path(QMP_SOCKET).exists():
+        running_actions = ("status", "pause", "resume", "checkpoint", "stop", "screenshot")
+        if action in running_actions and not Path(QMP_SOCKET).exists():
             print("no guest is running in this sandbox", file=sys.stderr)
             return ScriptOutcome.REJECTED
         if action == "status":
@@ -312,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return action_monitor("stop" if action == "pause" else "cont")
         if action == "checkpoint":
             return action_checkpoint()
+        if action == "screenshot":
+            return action_screenshot()
         if action == "stop":
             return action_stop()
         if action not in ("verify", "start"):

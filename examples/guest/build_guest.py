@@ -4,8 +4,9 @@
 Nothing here is stored in git: the kernel comes from ``/boot/vmlinuz-*``
 (``linux-image-cloud-amd64``), the userland from ``/bin/busybox`` (``busybox-static``)
 and the virtio modules from ``/lib/modules``.  The initramfs holds busybox and an
-``/init`` script that loads the virtio modules, runs the job found on the first
-virtio disk (a shell script in a raw image, padded with NUL bytes), prints
+``/init`` script that loads the virtio modules, writes a line to the VGA console
+(``/dev/tty0``; with ``console=tty0`` the kernel's own messages go there too), runs the job
+found on the first virtio disk (a shell script in a raw image, padded with NUL bytes), prints
 ``condor-vm-exit-status=N`` on the serial console and powers off.  Without a job
 disk (or with ``condor-vm-nojob`` on its command line) it prints a few lines and exits 0.
 
@@ -48,6 +49,7 @@ mount -t devtmpfs devtmpfs /dev
 hostname condor-vm-guest
 for module in $(cat /lib/modules/load-order); do insmod "/lib/modules/$module" 2>/dev/null; done
 echo "condor-vm-guest: up"
+echo "condor-vm-guest: up on the screen" > /dev/tty0
 status=0
 i=0
 case " $(cat /proc/cmdline) " in *" condor-vm-nojob "*) nojob=1 ;; *) nojob= ;; esac
@@ -227,7 +229,7 @@ def domain_xml(name: str, memory_mib: int = 128, job_disk: str | None = "job.img
     <type arch='x86_64'>hvm</type>
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
+    <cmdline>console=tty0 console=ttyS0 panic=-1 quiet</cmdline>
   </os>
   <features><acpi/></features>
   <devices>{disk}
