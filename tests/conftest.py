@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +58,16 @@ def guest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("guest")
     guest_builder().build_guest(out)
     return out
+
+
+@pytest.fixture
+def pool_folder() -> Iterator[tuple[Path, list[int]]]:
+    """For pool tests (tests/pool.py): a submit folder the job user can write into, and a list of
+    clusters removed at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="cvp", dir="/tmp"))
+    folder.chmod(0o777)  # root's submit writes the job's files as the mapped job user
+    clusters: list[int] = []
+    yield folder, clusters
+    for cluster in clusters:
+        subprocess.run(["condor_rm", str(cluster)], capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.guest
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.2; done"
 BOOT = 120  # seconds a TCG boot may take on a busy machine (a timeout, not a measurement)
-QUICK = {"_CONDOR_VMSUBMIT_MIN_CHECKPOINT_INTERVAL": "1"}  # the node lets this job checkpoint every few seconds
+QUICK = {"VMSUBMIT_MIN_CHECKPOINT_INTERVAL": "1"}  # the node lets this job checkpoint every few seconds
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def upload_checkpoint(sandbox: Path, spool: Path, files: list[str]) -> None:
 def test_a_periodic_checkpoint_restarts_in_place_and_a_lost_node_goes_on_from_it(guest_dir, runners, tmp_path):
     sandbox = make_sandbox(guest_dir, COUNTER, job_id="40.0")
     ask_interval(sandbox, 15)  # counted from the guest's start, which takes 3-6 s under TCG here
-    runner = start_runner(sandbox, extra_env=QUICK)
+    runner = start_runner(sandbox, knobs=QUICK)
     runners.append((runner, sandbox))
     _, stderr = runner.communicate(timeout=BOOT)  # no signal: the runner checkpoints on its own
     assert runner.returncode == jobcontract.EXIT_CHECKPOINTED, stderr
@@ -75,7 +75,7 @@ def test_a_periodic_checkpoint_restarts_in_place_and_a_lost_node_goes_on_from_it
                       [jobcontract.CHECKPOINT_DIR, jobcontract.CONSOLE_LOG_FILE, "job.img"])
 
     ask_interval(sandbox, 0)  # this run must not checkpoint again before the test kills it
-    again = start_runner(sandbox, extra_env=QUICK)  # HTCondor restarts the job in place
+    again = start_runner(sandbox, knobs=QUICK)  # HTCondor restarts the job in place
     runners.append((again, sandbox))
     wait_for(lambda: len(counts(sandbox)) >= len(counts(tmp_path / "spool")) + 10, BOOT,
              "the restored guest to count on", again)

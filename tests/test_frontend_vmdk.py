@@ -196,7 +196,7 @@ def test_refusals_are_one_line_with_their_exit_code(images: Path, name: str, cod
 @pytest.mark.pool
 def test_a_split_vmdk_job_reaches_the_schedd_with_every_extent(images: Path, tmp_path: Path) -> None:
     """Marked pool: submitted on hold to a real schedd, its ad checked, then removed."""
-    from test_pool_integration import pool_reachable
+    from pool import pool_reachable
 
     why_not = pool_reachable()
     if why_not:

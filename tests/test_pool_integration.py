@@ -7,33 +7,18 @@ every cluster is removed at the end.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from pool import NEEDS_POOL
 
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.jobcontract import request_memory_mib
 
-
-def pool_reachable() -> str | None:
-    """Why no pool can be used, or None when one answers."""
-    if not os.environ.get("CONDOR_CONFIG"):
-        return "CONDOR_CONFIG is not set"
-    if not shutil.which("condor_q"):
-        return "condor_q is not installed"
-    try:
-        answer = subprocess.run(["condor_q", "-totals"], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "condor_q timed out"
-    return None if answer.returncode == 0 else f"condor_q failed: {answer.stderr.strip()[:200]}"
-
-
-_WHY_NOT = pool_reachable()
-pytestmark = [pytest.mark.pool, pytest.mark.skipif(_WHY_NOT is not None, reason=f"no pool: {_WHY_NOT}")]
+pytestmark = NEEDS_POOL
 
 PROGRAM = shutil.which("condor_libvirt_submit") or "condor_libvirt_submit"
 MEMORY_MIB = 128

@@ -130,7 +130,7 @@ def test_a_qemu_direct_guest_screenshot_through_its_script(guest_dir, script_dir
     spec = dataclasses.replace(guest_spec(), hypervisor="kvm,qemu-direct", nics=())
     sandbox = make_sandbox(guest_dir, ON_SCREEN, job_id="73.0", spec=spec)
     (sandbox / "machine.ad").write_text('Memory = 2048\nCpus = 2\nVM_HYPERVISORS = { "qemu", "qemu-direct" }\n')
-    runner = start_runner(sandbox, extra_env={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
+    runner = start_runner(sandbox, knobs={"VMSUBMIT_SCRIPT_DIR": str(script_dir)})
     try:
         wait_for(lambda: len(counts(sandbox)) >= 2, BOOT, "the guest to write to its screen", runner)
         assert (sandbox / "qmp.sock").exists() and find_runner(sandbox).session_uri is None
@@ -249,19 +249,17 @@ def test_a_guest_without_a_screen_leaves_none():
 
 @pytest.mark.guest
 def test_a_guest_held_while_it_runs_leaves_the_screen_it_shows_then(guest_dir):
-    """A vmdk disk cannot be saved: SIGTERM's checkpoint fails and the runner holds the job, the guest
-    still running; its last screen is taken at that moment."""
-    spec = guest_spec()
-    vmdk = dataclasses.replace(spec.disks[0], format="vmdk", source="/home/user/vm/job.vmdk")
-    sandbox = make_sandbox(guest_dir, ON_SCREEN, job_id="75.0", spec=dataclasses.replace(spec, disks=(vmdk,)))
-    subprocess.run(["qemu-img", "convert", "-O", "vmdk", str(sandbox / "job.img"), str(sandbox / "job.vmdk")],
-                   check=True)
+    """SIGTERM's checkpoint fails (its folder now leads into /sys, where nobody can write) and the
+    runner holds the job, the guest still running; its last screen is taken at that moment."""
+    sandbox = make_sandbox(guest_dir, ON_SCREEN, job_id="75.0")
     runner = start_runner(sandbox)
     try:
         wait_for(lambda: len(counts(sandbox)) >= 2, BOOT, "the guest to write to its screen", runner)
+        (sandbox / jobcontract.CHECKPOINT_DIR).rmdir()
+        (sandbox / jobcontract.CHECKPOINT_DIR).symlink_to("/sys")
         runner.send_signal(signal.SIGTERM)
         _, stderr = runner.communicate(timeout=60)
-        assert runner.returncode == jobcontract.EXIT_GUEST_CRASHED, stderr
+        assert runner.returncode == jobcontract.EXIT_CHECKPOINT_FAILED, stderr
         assert "could not save the guest" in stderr
         assert f"(720x400, when it ended) is in {jobcontract.SCREEN_DIR}/{LAST_SCREEN_FILE}" in stderr
         assert_real_screen(sandbox / jobcontract.SCREEN_DIR / LAST_SCREEN_FILE)

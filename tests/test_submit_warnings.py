@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_pool_integration import pool_reachable
+from pool import pool_reachable
 
 from conftest import REPO, corpus_folder
 
