@@ -78,9 +78,15 @@ def submit(frontend: str, source: Path, out: Path, *options: str) -> int:
     done = subprocess.run([program, str(source), "--output-dir", str(out), "--hypervisor", "any", *options],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    for path in out.rglob("*"):  # what the frontend wrote (an OVA's disks) comes back as the job user's output
-        path.chmod(0o777 if path.is_dir() else 0o666)
-    return int(re.search(r"submitted to cluster (\d+)", done.stdout).group(1))
+    cluster = int(re.search(r"submitted to cluster (\d+)", done.stdout).group(1))
+    # A pool that runs root's jobs as another user brings their output back as that user, who must
+    # own what the frontend wrote (an OVA's extracted disks come back over themselves).  The schedd
+    # writes the user log as that user at once: its owner is the job user.
+    wait_until(lambda: any(out.glob("*.log")), f"the user log of job {cluster}", timeout=60)
+    owner = next(out.glob("*.log")).stat()
+    for path in out.rglob("*"):
+        os.chown(path, owner.st_uid, owner.st_gid)
+    return cluster
 
 
 def job_attr(cluster: int, name: str) -> str:
