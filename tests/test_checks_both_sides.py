@@ -33,13 +33,13 @@ import pytest
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.checks.policy import Policy
 from condor_vmsubmit.checks.preflight import preflight_spec
+from condor_vmsubmit.domain.sandbox import Sandbox
 from condor_vmsubmit.errors import VMSubmitError
 from condor_vmsubmit.formats import load, vmdk
 from condor_vmsubmit.formats.ovf.extract import plan_disks
 from condor_vmsubmit.runner.chirp import Reporter
 from condor_vmsubmit.runner.job import Job
 from condor_vmsubmit.runner.lifecycle import Options, Stop, prepare
-from condor_vmsubmit.runner.sandbox import Sandbox
 from condor_vmsubmit.spec import VMSpec
 from condor_vmsubmit.translate import SubmitDescription, TranslateOptions, translate
 from condor_vmsubmit.xmlsafe import parse_file

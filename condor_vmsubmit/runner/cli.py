@@ -20,11 +20,12 @@ from pathlib import Path
 
 from .. import jobcontract
 from ..classads import script_managed
+from ..domain.sandbox import Sandbox
 from ..errors import ConfigError, UnsafeInputError, VMSubmitError
 from .chirp import Reporter
 from .follow import write_to_stdout
 from .guard import GuardianProcess
-from .sandbox import Sandbox, ad_files, read_spec, sandbox_root
+from .sandbox import ad_files, read_spec, sandbox_root
 
 
 def usage_interval(text: str) -> float:

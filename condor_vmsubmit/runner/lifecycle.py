@@ -30,6 +30,8 @@ from ..checks.policy import Policy
 from ..checks.preflight import judge, safety_refusals
 from ..checks.safety import SandboxFiles
 from ..classads import hypervisor_names, script_managed
+from ..domain.render import job_domain, to_text
+from ..domain.shares import Share, add_filesystems, plan_shares
 from ..errors import VMSubmitError
 from ..staged import image_dir_from_config
 from .chirp import Reporter
@@ -37,11 +39,10 @@ from .follow import Follower, size_of
 from .guard import GuardianProcess, node_cache
 from .job import Job
 from .overlays import attach_backing, use_staged_images, without_overlays
-from .render import job_domain, to_text
 from .savable import ConversionError, adopt_converted, convert_unsavable
 from .screen import Grab, ScreenWatcher, libvirt_grab
 from .session import Session
-from .shares import Share, add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
+from .shares import virtiofs_daemons, virtiofsd
 from .usage import UsageReporter, sample
 from .verify import verify_match
 

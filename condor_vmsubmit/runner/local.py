@@ -20,13 +20,14 @@ from pathlib import Path, PurePosixPath
 from rich.console import Console
 
 from .. import jobcontract
+from ..domain.sandbox import Sandbox
 from ..errors import InputError
 from ..spec import VMSpec
 from .chirp import Reporter
 from .follow import Follower
 from .job import load_job
 from .lifecycle import Options, kvm_usable, run
-from .sandbox import Sandbox, ad_files
+from .sandbox import ad_files
 
 # No schedd to report usage to: a sample an hour is plenty.
 LOCAL_OPTIONS = Options(usage_interval=3600.0)
