@@ -66,7 +66,7 @@ def dry_run(example: Path, target: str, tmp_path: Path) -> tuple[int, str, str]:
 
 
 def runner_domain(spec: VMSpec) -> str:
-    """The domain lifecycle.prepare builds for ``spec`` (before the admin policy, none here)."""
+    """The domain libvirt_backend.prepare builds for ``spec`` (before the admin policy, none here)."""
     domain_type = "kvm" if spec.hypervisor == "kvm" else "qemu"
     if spec.source_format == "libvirt" and spec.source_path:
         root, _notes = replay_domain(pin_graphics_to_loopback(parse_file(spec.source_path)), SANDBOX,

@@ -15,7 +15,7 @@ import pytest
 
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.domain.render import domain_name
-from condor_vmsubmit.runner.lifecycle import save_image_complete
+from condor_vmsubmit.runner.libvirt_backend import save_image_complete
 
 from guest import (
     FakeChirp,

@@ -77,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Imported only now, while the job's libvirtd comes up (see above).
         from ..checks import knobs
         from ..config import use_node_config
+        from .backend import Options
         from .job import load_job
-        from .lifecycle import Options, run
+        from .lifecycle import run
         from .periodic import checkpoint_interval
 
         job = load_job(ads, sandbox, spec)

@@ -23,10 +23,12 @@ from .. import jobcontract
 from ..domain.sandbox import Sandbox
 from ..errors import InputError
 from ..spec import VMSpec
+from .backend import Options
 from .chirp import Reporter
 from .follow import Follower
+from .hypervisor import kvm_usable
 from .job import load_job
-from .lifecycle import Options, kvm_usable, run
+from .lifecycle import run
 from .sandbox import ad_files
 
 # No schedd to report usage to: a sample an hour is plenty.
