@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from condor_vmsubmit import jobcontract  # noqa: E402
+from condor_vmsubmit.domain.render import render_spec, to_text  # noqa: E402
+from condor_vmsubmit.domain.sandbox import Sandbox  # noqa: E402
 from condor_vmsubmit.runner import guard  # noqa: E402
-from condor_vmsubmit.runner.render import render_spec, to_text  # noqa: E402
-from condor_vmsubmit.runner.sandbox import Sandbox  # noqa: E402
 from condor_vmsubmit.spec import VMSpec  # noqa: E402
 
 from guest import counts, guest_builder, guest_spec, make_sandbox, start_runner  # noqa: E402

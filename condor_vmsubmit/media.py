@@ -24,7 +24,7 @@ IDE_TARGETS = ("hdc", "hdd", "hda", "hdb")
 FLOPPY_TARGETS = ("fda", "fdb")
 _SD_TARGETS = tuple(f"sd{letter}" for letter in "abcdefghijklmnopqrstuvwxyz")
 _TARGET_BUS = {"hd": "ide", "fd": "fdc"}  # libvirt's inference for targets without a bus
-# The names the runner gives disks without a target, by bus (runner/render.py; no bus: IDE).
+# The names the runner gives disks without a target, by bus (domain/render.py; no bus: IDE).
 _NAMES_BY_BUS = {"ide": tuple(f"hd{c}" for c in "abcd"), "sata": _SD_TARGETS, "scsi": _SD_TARGETS,
                  "usb": _SD_TARGETS, "fdc": FLOPPY_TARGETS}
 

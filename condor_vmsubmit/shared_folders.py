@@ -2,7 +2,7 @@
 
 The folder travels into the job's sandbox as input; unless read-only it comes back
 as the job's output with what the guest wrote into it.  The runner mounts it into the
-guest by its tag (virtiofs or 9p, see :mod:`condor_vmsubmit.runner.shares` and
+guest by its tag (virtiofs or 9p, see :mod:`condor_vmsubmit.domain.shares` and
 docs/shared-folders.md).
 """
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.config import CONFIG_ATTR, DIGEST_ATTR, digest
 from condor_vmsubmit.control.locate import processes
-from condor_vmsubmit.runner.render import domain_name
+from condor_vmsubmit.domain.render import domain_name
 from condor_vmsubmit.spec import Disk, KernelBoot, Nic, VMSpec
 
 REPO = Path(__file__).resolve().parents[1]

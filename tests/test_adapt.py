@@ -7,8 +7,8 @@ from pathlib import Path
 from lxml import etree
 
 from condor_vmsubmit.checks.safety import check_domain
-from condor_vmsubmit.runner.render import replay_domain
-from condor_vmsubmit.runner.sandbox import Sandbox
+from condor_vmsubmit.domain.render import replay_domain
+from condor_vmsubmit.domain.sandbox import Sandbox
 
 # As `virsh dumpxml` of a running domain on a host with cgroups and the DAC driver writes it.
 RUNNING = """<domain type='kvm' id='3'>

@@ -5,7 +5,7 @@ transfer (real images of the format each disk states, made by qemu-img), then as
 
 * the submit side: :func:`~condor_vmsubmit.checks.preflight.preflight_spec`, with the files as the
   submit host sees them;
-* the runner: :func:`condor_vmsubmit.runner.lifecycle.prepare`, the runner's own code, on a real
+* the runner: :func:`condor_vmsubmit.runner.libvirt_backend.prepare`, the runner's own code, on a real
   sandbox holding the same files under their base names (what HTCondor's transfer makes).
 
 The refusals must be the same, element by element, except where the two sides cannot see the
@@ -33,13 +33,14 @@ import pytest
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.checks.policy import Policy
 from condor_vmsubmit.checks.preflight import preflight_spec
+from condor_vmsubmit.domain.sandbox import Sandbox
 from condor_vmsubmit.errors import VMSubmitError
 from condor_vmsubmit.formats import load, vmdk
 from condor_vmsubmit.formats.ovf.extract import plan_disks
+from condor_vmsubmit.runner.backend import Options, Stop
 from condor_vmsubmit.runner.chirp import Reporter
 from condor_vmsubmit.runner.job import Job
-from condor_vmsubmit.runner.lifecycle import Options, Stop, prepare
-from condor_vmsubmit.runner.sandbox import Sandbox
+from condor_vmsubmit.runner.libvirt_backend import prepare
 from condor_vmsubmit.spec import VMSpec
 from condor_vmsubmit.translate import SubmitDescription, TranslateOptions, translate
 from condor_vmsubmit.xmlsafe import parse_file

@@ -22,7 +22,7 @@ from condor_vmsubmit import jobcontract
 from condor_vmsubmit.formats import load
 from condor_vmsubmit.formats.ovf.extract import extract_disks
 from condor_vmsubmit.images.diskimage import read_image
-from condor_vmsubmit.runner.lifecycle import save_image_complete
+from condor_vmsubmit.runner.libvirt_backend import save_image_complete
 from condor_vmsubmit.spec import Disk
 
 from guest import appliance_ova, bootable_disk, counts, guest_spec, make_sandbox, start_runner, stop_and_clean, wait_for

@@ -21,10 +21,10 @@ from lxml import etree
 
 from condor_vmsubmit.checks.safety import pin_graphics_to_loopback
 from condor_vmsubmit.cli.libvirt_submit import main
+from condor_vmsubmit.domain.render import render_spec, replay_domain, to_text
+from condor_vmsubmit.domain.sandbox import Sandbox
+from condor_vmsubmit.domain.shares import add_filesystems, plan_shares
 from condor_vmsubmit.formats.libvirt import load
-from condor_vmsubmit.runner.render import render_spec, replay_domain, to_text
-from condor_vmsubmit.runner.sandbox import Sandbox
-from condor_vmsubmit.runner.shares import add_filesystems, plan_shares
 from condor_vmsubmit.spec import VMSpec
 from condor_vmsubmit.translate import TARGETS
 from condor_vmsubmit.xmlsafe import parse_file
@@ -66,7 +66,7 @@ def dry_run(example: Path, target: str, tmp_path: Path) -> tuple[int, str, str]:
 
 
 def runner_domain(spec: VMSpec) -> str:
-    """The domain lifecycle.prepare builds for ``spec`` (before the admin policy, none here)."""
+    """The domain libvirt_backend.prepare builds for ``spec`` (before the admin policy, none here)."""
     domain_type = "kvm" if spec.hypervisor == "kvm" else "qemu"
     if spec.source_format == "libvirt" and spec.source_path:
         root, _notes = replay_domain(pin_graphics_to_loopback(parse_file(spec.source_path)), SANDBOX,

@@ -23,11 +23,11 @@ from condor_vmsubmit.checks.safety import check_domain
 from condor_vmsubmit.cli.libvirt_submit import main as libvirt_submit
 from condor_vmsubmit.cli.ovf_submit import main as ovf_submit
 from condor_vmsubmit.cli.vmdk_submit import main as vmdk_submit
+from condor_vmsubmit.domain.render import render_spec, replay_domain
+from condor_vmsubmit.domain.sandbox import Sandbox
 from condor_vmsubmit.errors import InputError
 from condor_vmsubmit.isobuild import build_iso
 from condor_vmsubmit.media import add_removable
-from condor_vmsubmit.runner.render import render_spec, replay_domain
-from condor_vmsubmit.runner.sandbox import Sandbox
 from condor_vmsubmit.spec import Disk, VMSpec
 
 from conftest import REPO, corpus_folder

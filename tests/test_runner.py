@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit import jobcontract
-from condor_vmsubmit.runner.lifecycle import save_image_complete
-from condor_vmsubmit.runner.render import domain_name
+from condor_vmsubmit.domain.render import domain_name
+from condor_vmsubmit.runner.libvirt_backend import save_image_complete
 
 from guest import (
     FakeChirp,

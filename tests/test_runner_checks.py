@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit import jobcontract
-from condor_vmsubmit.runner.lifecycle import save_image_complete
+from condor_vmsubmit.runner.libvirt_backend import save_image_complete
 from condor_vmsubmit.spec import Nic
 
 from guest import FakeChirp, configure_node, console, guest_spec, make_sandbox, runner_env, start_runner

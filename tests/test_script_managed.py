@@ -268,6 +268,31 @@ def test_runner_holds_a_job_whose_script_is_not_installed(tmp_path, script_dir):
     assert f"no script for hypervisor 'vmware-fusion' in {script_dir}" in done.stderr
 
 
+def script_job(tmp_path: Path, hypervisor: str | None, script: str) -> Path:
+    """A job sandbox whose spec asks for ``hypervisor``, run by ``script`` (an admin's script of that
+    name, in the node's script folder) when the hypervisor is script-managed."""
+    scripts = tmp_path / "vm-scripts"
+    scripts.mkdir()
+    if hypervisor is not None:
+        (scripts / hypervisor).write_text(script)
+        (scripts / hypervisor).chmod(0o755)
+    sandbox = tmp_path / "job"
+    sandbox.mkdir()
+    (sandbox / SPEC_FILE).write_text(VMSpec("libvirt", "tiny", 1, 128 * 2**20, hypervisor=hypervisor).to_json())
+    (sandbox / "job.ad").write_text("ClusterId = 1\nProcId = 0\n")
+    (sandbox / "machine.ad").write_text("Memory = 2048\nCpus = 2\n")
+    configure_node(sandbox, {"VMSUBMIT_SCRIPT_DIR": str(scripts)})
+    return sandbox
+
+
+def finish(runner: subprocess.Popen, timeout: float = 60) -> str:
+    """The runner's stderr once it has ended."""
+    try:
+        return runner.communicate(timeout=timeout)[1]
+    finally:
+        runner.kill()
+
+
 NOISY_SCRIPT = """#!/bin/sh
 # A script-managed hypervisor whose start writes 1 MiB to stderr before the guest ends.
 case "$1" in
@@ -288,19 +313,35 @@ esac
     ("noisy-fails", 112, "noisy-fails failed to run the guest: the noisy guest broke"),
 ])
 def test_a_script_writing_a_mebibyte_to_stderr_does_not_block_the_job(tmp_path, hypervisor, code, says):
-    scripts = tmp_path / "vm-scripts"
-    scripts.mkdir()
-    (scripts / hypervisor).write_text(NOISY_SCRIPT)
-    (scripts / hypervisor).chmod(0o755)
-    sandbox = tmp_path / "job"
-    sandbox.mkdir()
-    (sandbox / SPEC_FILE).write_text(VMSpec("libvirt", "noisy", 1, 128 * 2**20, hypervisor=hypervisor).to_json())
-    (sandbox / "job.ad").write_text("ClusterId = 1\nProcId = 0\n")
-    (sandbox / "machine.ad").write_text("Memory = 2048\nCpus = 2\n")
-    runner = start_runner(sandbox, knobs={"VMSUBMIT_SCRIPT_DIR": str(scripts)})
-    try:
-        _, errors = runner.communicate(timeout=60)
-    finally:
-        runner.kill()
+    runner = start_runner(script_job(tmp_path, hypervisor, NOISY_SCRIPT))
+    errors = finish(runner)
     assert runner.returncode == code, errors
     assert says in errors and "xxxx" not in errors
+
+
+EXITING_SCRIPT = """#!/bin/sh
+# A script-managed hypervisor whose guest ends at once with status 6.
+case "$1" in
+  verify) exit 0 ;;
+  start) echo "condor-vm-exit-status=6" >> "$VMSUBMIT_CONSOLE"; exit 0 ;;
+  *) exit 3 ;;
+esac
+"""
+LIBVIRT_IMPORTED = "libvirt was imported"
+
+
+@pytest.mark.parametrize("hypervisor, code", [("tiny-hv", 6), (None, 97)], ids=["script-managed", "libvirt"])
+def test_a_script_managed_job_never_imports_libvirt(tmp_path, hypervisor, code):
+    """The runner, in a process where importing libvirt ends it at once (exit 97, a line on
+    stderr): a script-managed job runs to its guest's exit status; a libvirt job cannot."""
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    (trap / "libvirt.py").write_text(f"import os, sys\nsys.stderr.write({LIBVIRT_IMPORTED!r} + '\\n')\n"
+                                     "sys.stderr.flush()\nos._exit(97)\n")
+    path = os.pathsep.join(filter(None, [str(trap), os.environ.get("PYTHONPATH")]))
+    # A URI of our own: no session daemon is started for the libvirt job that never gets that far.
+    runner = start_runner(script_job(tmp_path, hypervisor, EXITING_SCRIPT), "--libvirt-uri", "test:///default",
+                          extra_env={"PYTHONPATH": path})
+    errors = finish(runner)
+    assert runner.returncode == code, errors
+    assert (LIBVIRT_IMPORTED in errors) == (hypervisor is None), errors

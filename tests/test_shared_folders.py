@@ -20,10 +20,11 @@ from lxml import etree
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.checks.safety import check_domain
 from condor_vmsubmit.cli.libvirt_submit import main as libvirt_submit
+from condor_vmsubmit.domain.render import render_spec
+from condor_vmsubmit.domain.sandbox import Sandbox
+from condor_vmsubmit.domain.shares import add_filesystems, plan_shares
 from condor_vmsubmit.errors import InputError, UnsafeInputError
-from condor_vmsubmit.runner.render import render_spec
-from condor_vmsubmit.runner.sandbox import Sandbox
-from condor_vmsubmit.runner.shares import add_filesystems, plan_shares, virtiofs_daemons, virtiofsd
+from condor_vmsubmit.runner.shares import virtiofs_daemons, virtiofsd
 from condor_vmsubmit.shared_folders import add_shares
 from condor_vmsubmit.spec import SharedFolder
 from condor_vmsubmit.translate import TranslateOptions, translate

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from condor_vmsubmit.runner.lifecycle import Signals
+from condor_vmsubmit.runner.backend import Signals
 from condor_vmsubmit.runner.session import start_event_loop
 
 WAIT_SECONDS = 60.0

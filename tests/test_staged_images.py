@@ -21,10 +21,10 @@ from test_matchmaking import machine_ad, matches
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.checks.safety import check_domain
 from condor_vmsubmit.discover import Observations, build_ad
+from condor_vmsubmit.domain.render import replay_domain
+from condor_vmsubmit.domain.sandbox import Sandbox
 from condor_vmsubmit.errors import InputError
 from condor_vmsubmit.runner.overlays import attach_backing, use_staged_images
-from condor_vmsubmit.runner.render import replay_domain
-from condor_vmsubmit.runner.sandbox import Sandbox
 from condor_vmsubmit.spec import Disk
 from condor_vmsubmit.staged import StagedImageError, add_image, find_image, list_images
 from condor_vmsubmit.translate import TranslateOptions, translate

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,17 @@ def test_policy_check_says_what_the_execute_side_would(tmp_path: Path) -> None:
     done = run("condor_vmsubmit", "policy-check", corpus_folder("libvirt") / HOSTDEV, cwd=tmp_path)
     assert (done.returncode, done.stdout) == (9, "policy: accepted\n")  # the policy accepts; the safety rules do not
     assert refusals("condor_vmsubmit", done.stderr) == HOSTDEV_REFUSALS
+
+
+def test_the_submit_side_refuses_without_the_runners_code(tmp_path: Path) -> None:
+    """The frontend renders the domain the runner would start (condor_vmsubmit/domain/) and refuses
+    it with the checks both sides share, loading no module of the runner (condor_vmsubmit/runner/)."""
+    code = ("import sys\nfrom condor_vmsubmit.cli.libvirt_submit import main\n"
+            "try:\n    main(sys.argv[1:], prog_name='condor_libvirt_submit')\n"
+            "finally:\n    print(sorted(m for m in sys.modules if m.startswith('condor_vmsubmit.runner')))\n")
+    done = run(sys.executable, "-c", code, corpus_folder("libvirt") / HOSTDEV, "--dry-run", cwd=tmp_path)
+    assert done.returncode == 9 and refusals("condor_libvirt_submit", done.stderr) == HOSTDEV_REFUSALS
+    assert done.stdout == "[]\n"
 
 
 @pytest.mark.parametrize("name, elements", [

@@ -15,6 +15,9 @@ from pathlib import Path, PurePosixPath
 
 from lxml import etree
 
+from ..domain.render import job_domain
+from ..domain.sandbox import Sandbox
+from ..domain.shares import add_filesystems, plan_shares
 from ..spec import VMSpec
 from ..xmlsafe import parse_file
 from .policy import Policy, PolicyResult, apply_policy
@@ -52,10 +55,6 @@ def preflight_spec(spec: VMSpec, policy: Policy, input_files: Iterable[str], *,
     ``node_settings``: whether ``policy`` holds the execute node's networks and host-media setting
     (``policy-check`` reads them from the configuration); a frontend, which reads no configuration,
     leaves what they decide to the runner."""
-    from ..runner.render import job_domain
-    from ..runner.sandbox import Sandbox
-    from ..runner.shares import add_filesystems, plan_shares
-
     sandbox = Sandbox(JOB_SANDBOX)
     user = parse_file(spec.source_path) if spec.source_format == "libvirt" and spec.source_path else None
     root, _notes = job_domain(spec, sandbox, user, domain_type=_domain_type(spec), job_id=PREFLIGHT_JOB_ID)

@@ -28,10 +28,11 @@ from lxml import etree
 
 from .. import jobcontract
 from ..classads import hypervisor_names, script_managed
+from ..domain.render import domain_name
+from ..domain.sandbox import Sandbox
 from ..errors import ControlError, InputError, NoGuestError
 from ..runner.job import Job, read_ad
-from ..runner.render import domain_name
-from ..runner.sandbox import Sandbox, read_spec
+from ..runner.sandbox import read_spec
 from ..runner.screen import ScreenError, libvirt_grab, script_grab
 from ..runner.script_protocol import ActionResult, ScriptOutcome, find_script, run_action
 from .locate import Runner, find_runner

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..domain.sandbox import STATE_DIR
 from ..runner import guard
-from ..runner.sandbox import STATE_DIR
 
 RUNNER_MODULE = "condor_vmsubmit.runner"
 RUNNER_PROGRAM = "condor_vm_runner"

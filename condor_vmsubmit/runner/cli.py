@@ -20,11 +20,12 @@ from pathlib import Path
 
 from .. import jobcontract
 from ..classads import script_managed
+from ..domain.sandbox import Sandbox
 from ..errors import ConfigError, UnsafeInputError, VMSubmitError
 from .chirp import Reporter
 from .follow import write_to_stdout
 from .guard import GuardianProcess
-from .sandbox import Sandbox, ad_files, read_spec, sandbox_root
+from .sandbox import ad_files, read_spec, sandbox_root
 
 
 def usage_interval(text: str) -> float:
@@ -76,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Imported only now, while the job's libvirtd comes up (see above).
         from ..checks import knobs
         from ..config import use_node_config
+        from .backend import Options
         from .job import load_job
-        from .lifecycle import Options, run
+        from .lifecycle import run
         from .periodic import checkpoint_interval
 
         job = load_job(ads, sandbox, spec)

@@ -398,7 +398,7 @@ class Guardian:
 
         A kill is all they need: everything of the session is in the state folder, while
         libvirt's own destroy or shutdown of a domain waits a fifth of a second for QEMU to go
-        (and a checkpoint's domain may still be in libvirt's hands, see lifecycle.save_guest).
+        (and a checkpoint's domain may still be in libvirt's hands, see libvirt_backend.save_guest).
         QEMU is our child (we are its subreaper), so it goes the way of our other children.
         """
         self.daemon.kill()

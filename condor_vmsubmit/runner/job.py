@@ -12,10 +12,11 @@ from pathlib import Path
 import classad2
 from lxml import etree
 
+from ..domain.sandbox import Sandbox
 from ..errors import InputError
 from ..spec import VMSpec
 from ..xmlsafe import parse_file
-from .sandbox import Sandbox, read_spec
+from .sandbox import read_spec
 
 
 @dataclass(frozen=True)

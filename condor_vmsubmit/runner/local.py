@@ -20,13 +20,16 @@ from pathlib import Path, PurePosixPath
 from rich.console import Console
 
 from .. import jobcontract
+from ..domain.sandbox import Sandbox
 from ..errors import InputError
 from ..spec import VMSpec
+from .backend import Options
 from .chirp import Reporter
 from .follow import Follower
+from .hypervisor import kvm_usable
 from .job import load_job
-from .lifecycle import Options, kvm_usable, run
-from .sandbox import Sandbox, ad_files
+from .lifecycle import run
+from .sandbox import ad_files
 
 # No schedd to report usage to: a sample an hour is plenty.
 LOCAL_OPTIONS = Options(usage_interval=3600.0)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from lxml import etree
 
+from ..domain.sandbox import Sandbox
 from ..spec import VMSpec
 from ..staged import StagedImageError, find_image, image_overlay_name, staged_name
-from .sandbox import Sandbox
 
 
 @dataclass(frozen=True)

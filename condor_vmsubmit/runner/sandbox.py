@@ -1,64 +1,19 @@
-"""The job's sandbox as the starter hands it to the runner: its paths and the VM spec in it.
+"""The job's sandbox as the starter hands it to the runner: where it is, the ad files, the spec in it.
 
-The starter runs the job in its scratch directory (``$_CONDOR_SCRATCH_DIR``, else the
-working directory).  HTCondor flattens ``transfer_input_files``, so every file the spec
-names is found in the sandbox under its base name (:meth:`Sandbox.file`).  The job's ads
-and the user's domain XML are read by :mod:`.job`; this module imports nothing heavy, so
-the runner can read the spec before anything else (:mod:`.cli`).
+The starter runs the job in its scratch directory (``$_CONDOR_SCRATCH_DIR``, else the working
+directory); the layout inside is :class:`condor_vmsubmit.domain.sandbox.Sandbox`.  The job's ads
+and the user's domain XML are read by :mod:`.job`; this module imports nothing heavy, so the
+runner can read the spec before anything else (:mod:`.cli`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from .. import jobcontract
+from ..domain.sandbox import Sandbox
 from ..errors import InputError
 from ..spec import SpecVersionError, VMSpec
-
-# The runner's own files inside the sandbox: libvirt's per-job XDG folders, logs.
-STATE_DIR = ".vm"
-SAVE_FILE = "guest.save"
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """Paths inside the job's scratch directory."""
-
-    root: Path
-
-    def file(self, name: str) -> Path:
-        """Where a file the spec names (by any path) lies in the sandbox.
-
-        >>> Sandbox(Path("/scratch")).file("/home/u/vm/disk.qcow2")
-        PosixPath('/scratch/disk.qcow2')
-        """
-        return self.root / PurePosixPath(name).name
-
-    @property
-    def spec_file(self) -> Path:
-        return self.root / jobcontract.SPEC_FILE
-
-    @property
-    def domain_xml_file(self) -> Path:
-        return self.root / jobcontract.DOMAIN_XML_FILE
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.root / jobcontract.CHECKPOINT_DIR
-
-    @property
-    def save_file(self) -> Path:
-        return self.checkpoint_dir / SAVE_FILE
-
-    @property
-    def console_log(self) -> Path:
-        return self.root / jobcontract.CONSOLE_LOG_FILE
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / STATE_DIR
 
 
 def sandbox_root(environ: Mapping[str, str], cwd: Path) -> Path:

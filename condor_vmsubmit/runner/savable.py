@@ -20,10 +20,10 @@ from pathlib import Path
 
 from lxml import etree
 
+from ..domain.sandbox import Sandbox
 from ..images.diskimage import probe
 from ..images.imageio import SECTOR
 from ..jobcontract import SAVABLE_FORMAT, UNSAVABLE_FORMATS
-from .sandbox import Sandbox
 
 
 class ConversionError(Exception):

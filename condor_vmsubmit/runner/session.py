@@ -28,7 +28,7 @@ def start_event_loop() -> None:
     libvirt.virEventRegisterDefaultImpl()
 
     def loop() -> None:
-        # Signals go to the main thread, whose wait they interrupt (lifecycle.Signals).
+        # Signals go to the main thread, whose wait they interrupt (backend.Signals).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         while True:
             libvirt.virEventRunDefaultImpl()

@@ -1,15 +1,9 @@
-"""Shared folders on the execute side: a folder of the sandbox mounted in the guest.
+"""Shared folders on the execute node: the ``virtiofsd`` that serves each virtiofs share.
 
-Each of the spec's shared folders is the sandbox folder of the same base name
-(HTCondor transfers the submitted folder there).  With virtiofs (the spec asks for it,
-or leaves the choice and this host has ``virtiofsd``) the runner starts ``virtiofsd``
-itself (as root only: see :func:`virtiofsd`), its socket in the runner's state folder: libvirt 9's
-session mode refuses to start it ("virtiofs is not yet supported in session mode") but accepts an externally
-started daemon (``<source socket>``); the guest's memory is then shared memfd, as
-vhost-user needs.  Otherwise the folder is a 9p export (``accessmode='mapped'``: the
-guest's owners and modes live in extended attributes, never as host owners).
-The guest mounts it by its tag: ``mount -t virtiofs TAG /mnt`` or
-``mount -t 9p -o trans=virtio TAG /mnt``.
+The domain names each daemon's socket in the runner's state folder
+(:mod:`condor_vmsubmit.domain.shares`); the runner starts ``virtiofsd`` itself (as root only: see
+:func:`virtiofsd`) before the guest: libvirt 9's session mode refuses to start it ("virtiofs is not
+yet supported in session mode") but accepts an externally started daemon (``<source socket>``).
 """
 
 from __future__ import annotations
@@ -22,14 +16,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 
-from lxml import etree
-
+from ..domain.shares import Share
 from ..errors import UnsafeInputError, VMSubmitError
-from ..spec import VMSpec
-from .sandbox import Sandbox
 
 VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
 SOCKET_WAIT_SECONDS = 10.0
@@ -40,79 +29,12 @@ class ShareError(VMSubmitError):
     """A shared folder could not be served to the guest."""
 
 
-@dataclass(frozen=True)
-class Share:
-    """One folder of the sandbox as the guest sees it."""
-
-    folder: Path
-    tag: str
-    driver: str                  # "virtiofs" or "9p"
-    readonly: bool
-    socket: Path | None = None   # virtiofsd's socket (virtiofs only)
-
-
 def virtiofsd() -> str | None:
     """This host's virtiofsd, when the runner can start it: QEMU's C virtiofsd needs root (as
     another user it cannot write its pid file under /var/run/virtiofsd, nor build its sandbox)."""
     if os.geteuid() != 0:
         return None
     return next((p for p in VIRTIOFSD_PATHS if os.access(p, os.X_OK)), None) or shutil.which("virtiofsd")
-
-
-def plan_shares(spec: VMSpec, sandbox: Sandbox, *, virtiofs_available: bool) -> tuple[Share, ...]:
-    """The spec's shared folders as sandbox folders, each with its driver.
-
-    >>> from condor_vmsubmit.spec import SharedFolder
-    >>> spec = VMSpec("libvirt", "vm", 1, 2**27, shared_folders=(SharedFolder("/home/u/data", "data"),
-    ...                                                          SharedFolder("/x/in", "in", "9p", True)))
-    >>> [(s.folder.name, s.tag, s.driver, s.socket) for s in plan_shares(spec, Sandbox(Path("/s")),
-    ...                                                                 virtiofs_available=True)]
-    [('data', 'data', 'virtiofs', PosixPath('/s/.vm/fs0.sock')), ('in', 'in', '9p', None)]
-    """
-    shares = []
-    for index, folder in enumerate(spec.shared_folders):
-        driver = folder.driver or ("virtiofs" if virtiofs_available else "9p")
-        name = PurePosixPath(folder.source.rstrip("/")).name
-        if name in ("", ".", ".."):
-            raise UnsafeInputError(f"shared folder '{folder.source}' does not name a folder of the sandbox")
-        socket = sandbox.state_dir / f"fs{index}.sock" if driver == "virtiofs" else None
-        shares.append(Share(sandbox.root / name, folder.target or name, driver, folder.readonly, socket))
-    return tuple(shares)
-
-
-def add_filesystems(root: etree._Element, shares: tuple[Share, ...]) -> None:
-    """Replace the domain's folder filesystems by ``shares``; shared memory when virtiofs needs it."""
-    devices = root.find("devices")
-    if devices is None:
-        devices = etree.SubElement(root, "devices")
-    for old in devices.findall("filesystem"):
-        if old.get("type", "mount") == "mount":
-            devices.remove(old)
-    for share in shares:
-        element = etree.SubElement(devices, "filesystem", type="mount",
-                                   accessmode="passthrough" if share.driver == "virtiofs" else "mapped")
-        if share.driver == "virtiofs":
-            etree.SubElement(element, "driver", type="virtiofs", queue="1024")
-            etree.SubElement(element, "source", socket=str(share.socket))
-        else:
-            etree.SubElement(element, "driver", type="path")
-            etree.SubElement(element, "source", dir=str(share.folder))
-        etree.SubElement(element, "target", dir=share.tag)
-        if share.readonly and share.driver != "virtiofs":
-            etree.SubElement(element, "readonly")
-    if any(share.driver == "virtiofs" for share in shares):
-        _shared_memory(root)
-
-
-def _shared_memory(root: etree._Element) -> None:
-    backing = root.find("memoryBacking")
-    if backing is None:
-        backing = etree.Element("memoryBacking")
-        root.find("devices").addprevious(backing)
-    for tag, attributes in (("source", {"type": "memfd"}), ("access", {"mode": "shared"})):
-        for old in backing.findall(tag):
-            backing.remove(old)
-        etree.SubElement(backing, tag, attributes)
 
 
 def _die_with_parent() -> None:

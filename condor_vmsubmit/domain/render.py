@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from ..checks.safety import pin_graphics_to_loopback
 from ..spec import Disk, Nic, VMSpec
 from .adapt import adapt_for_batch, bios_on_serial, efi_bootable_scsi
 from .sandbox import Sandbox
@@ -249,8 +250,6 @@ def job_domain(spec: VMSpec, sandbox: Sandbox, user: etree._Element | None, *, d
                job_id: str) -> tuple[etree._Element, list[str]]:
     """The domain a job starts, and notes on what was adapted: the user's XML (graphics pinned to
     loopback) replayed, else the spec rendered.  The runner starts it; the submit side checks it."""
-    from ..checks.safety import pin_graphics_to_loopback
-
     if user is not None:
         return replay_domain(pin_graphics_to_loopback(user), sandbox, domain_type=domain_type, job_id=job_id,
                              spec=spec)
