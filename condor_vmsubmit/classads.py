@@ -1,5 +1,6 @@
 """Names and values that job ads and machine ads share: the submit side writes them, discovery
-advertises them, the runner reads them.  See docs/attributes.md.
+advertises them, the runner reads them: hypervisor names, VM types, the ``VM_<HV>_ATTR_`` names and
+ClassAd quoting.  The attributes themselves are defined in :mod:`.attributes`; see docs/attributes.md.
 """
 
 from __future__ import annotations
