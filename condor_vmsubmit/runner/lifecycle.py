@@ -26,6 +26,7 @@ import libvirt
 from lxml import etree
 
 from .. import jobcontract
+from ..attributes import VM_HYPERVISORS
 from ..checks.policy import Policy
 from ..checks.preflight import judge, safety_refusals
 from ..checks.safety import SandboxFiles
@@ -157,7 +158,7 @@ def kvm_usable(machine_ad_hypervisors: list[str] | None) -> bool:
 
 
 def _hypervisors_in_ad(job: Job) -> list[str] | None:
-    value = job.machine_ad.get("VM_HYPERVISORS")
+    value = job.machine_ad.get(VM_HYPERVISORS.name)
     return [str(v) for v in value] if isinstance(value, list) else None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import jobcontract
+from ..attributes import JOB_HYPERVISOR
 from ..checks import knobs
 from ..errors import InputError
 from .chirp import Reporter
@@ -39,7 +40,7 @@ def run_script_job(job: Job, script_dir: Path | None, reporter: Reporter, signal
 
     ``following(offset)``: the console is passed on from ``offset`` while the guest runs.
     """
-    hypervisor = job.spec.hypervisor or str(job.job_ad.get("VM_HYPERVISOR", ""))
+    hypervisor = job.spec.hypervisor or str(job.job_ad.get(JOB_HYPERVISOR, ""))
     if script_dir is None:
         raise Stop(Outcome(jobcontract.EXIT_MISMATCH,
                            f"script-managed hypervisor '{hypervisor}' asked for, but {knobs.SCRIPT_DIR.name} "
