@@ -129,7 +129,6 @@ class DescriptionBuilder:
         self.notes: list[Note] = []
         self.input_files: list[str] = []
         self.job_files: list[JobFile] = []
-        self.writable_shares: list[str] = []  # folder names in the sandbox
 
     # helpers
 

@@ -34,8 +34,9 @@ from ..attributes import (
 from ..classads import ANY_HYPERVISOR, hypervisor_attr, hypervisor_names, submit_safe, vm_type_for
 from ..errors import InputError
 from ..jobcontract import request_memory_mib
+from ..spec import VMSpec
 from ..staged import image_overlay_name, staged_name, staged_names
-from .description import MIB, DescriptionBuilder, JobFile, safe_file_stem
+from .description import MIB, DescriptionBuilder, JobFile, TranslateOptions, safe_file_stem
 from .matchmaking import disk_buses, nic_models, requirements
 
 # spec.extras keys that say how the guest wants to be run, emitted as VM_<HV>_ATTR_<KEY>; the other
@@ -45,6 +46,10 @@ HYPERVISOR_WISHES = frozenset({"os_type", "cpu_mode", "cpu_model", "scsi_control
 
 class RunnerJob(DescriptionBuilder):
     """The runner target's job."""
+
+    def __init__(self, spec: VMSpec, options: TranslateOptions):
+        super().__init__(spec, options)
+        self.writable_shares: list[str] = []  # folder names in the sandbox, shared writable with the guest
 
     def build(self) -> None:
         spec, options = self.spec, self.options
