@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from libvirt_session import installed_runner, session_libvirtd  # noqa: E402
 
 BUDGET = 2.0
-DISCOVER = [sys.executable, "-c", "from condor_vmsubmit.discover import main; main()"]
+DISCOVER = [sys.executable, "-c", "from condor_vmsubmit.cli.discover import main; main()"]
 
 
 def wall_time(command: list[str]) -> float:

@@ -1,5 +1,6 @@
 """Names and values that job ads and machine ads share: the submit side writes them, discovery
-advertises them, the runner reads them.  See docs/attributes.md.
+advertises them, the runner reads them: hypervisor names, VM types, the ``VM_<HV>_ATTR_`` names and
+ClassAd quoting.  The attributes themselves are defined in :mod:`.attributes`; see docs/attributes.md.
 """
 
 from __future__ import annotations
@@ -59,7 +60,16 @@ def hypervisor_attr(hypervisor: str, name: str) -> str:
     >>> hypervisor_attr("qemu", "max_vcpus")
     'VM_QEMU_ATTR_MAX_VCPUS'
     """
-    return f"VM_{attribute_part(hypervisor)}_ATTR_{attribute_part(name)}"
+    return hypervisor_prefix(hypervisor) + attribute_part(name)
+
+
+def hypervisor_prefix(hypervisor: str) -> str:
+    """``VM_<HV>_ATTR_``: what every fact or wish about ``hypervisor`` starts with.
+
+    >>> hypervisor_prefix("qemu-direct")
+    'VM_QEMU_DIRECT_ATTR_'
+    """
+    return f"VM_{attribute_part(hypervisor)}_ATTR_"
 
 
 def hypervisor_names(hypervisor: str | None) -> tuple[str, ...]:

@@ -24,15 +24,16 @@ import os
 import pwd
 from collections.abc import Iterable, Mapping
 
+from .attributes import VM_CONDOR_CONFIG, VM_CONFIG_DIGEST
 from .errors import UnverifiedConfigError
 
 # Where HTCondor looks for its root configuration when $CONDOR_CONFIG is not set (in order),
 # before ~condor/condor_config.
 SEARCHED = ("/etc/condor/condor_config", "/usr/local/etc/condor_config")
 KNOB_PREFIX = "VMSUBMIT_"
-# Machine attributes discovery writes and the runner checks (discover.NODE_ATTRIBUTES).
-CONFIG_ATTR = "VM_CONDOR_CONFIG"
-DIGEST_ATTR = "VM_CONFIG_DIGEST"
+# Machine attributes discovery writes and the runner checks.
+CONFIG_ATTR = VM_CONDOR_CONFIG.name
+DIGEST_ATTR = VM_CONFIG_DIGEST.name
 
 
 def knob(name: str) -> str | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from .attributes import JOB_CAPTURE_SCREEN
+
 # The normalized spec travels with the job under this name in the sandbox.
 SPEC_FILE = "vmspec.json"
 # A libvirt-sourced job also carries the user's domain XML, replayed as faithfully as safety allows.
@@ -65,7 +67,7 @@ CONSOLE_LOG_FILE = "vm-console.log"
 # (runner/screen.py), written by the runner into this folder of the sandbox and transferred back.
 SCREEN_DIR = "vm-screen"
 # Job attribute (set by --capture-screen): seconds between two frames of the guest's screen.
-CAPTURE_SCREEN_ATTR = "VM_ATTR_CAPTURE_SCREEN"
+CAPTURE_SCREEN_ATTR = JOB_CAPTURE_SCREEN
 # A guest reports its exit status by printing this marker and a number on its serial console
 # before it powers off (docs/runner.md); the runner passes the number through as its exit code.
 GUEST_EXIT_MARKER = "condor-vm-exit-status="

@@ -98,7 +98,7 @@ def run_discover(*args: str, env: dict[str, str] | None = None,
 
     ``timeout`` only keeps a broken test from hanging the suite.
     """
-    program = "from condor_vmsubmit.discover import main; main(prog_name='condor_vm_discover')"
+    program = "from condor_vmsubmit.cli.discover import main; main(prog_name='condor_vm_discover')"
     command = [sys.executable, "-c", program, *args]
     knobs = {"_CONDOR_VMSUBMIT_RUNNER": installed_runner(), **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout,

@@ -23,13 +23,10 @@ import htcondor2  # noqa: F401 - registers HTCondor's string-list functions with
 import pytest
 
 from condor_vmsubmit import __version__
-from condor_vmsubmit.discover import (
-    DEFAULT_TIMEOUT,
-    HYPERVISOR_FACTS,
-    NODE_ATTRIBUTES,
+from condor_vmsubmit.attributes import HYPERVISOR_FACTS, NODE_ATTRIBUTES
+from condor_vmsubmit.discover.ad import (
     LibvirtAnswer,
     Observations,
-    ProbeCache,
     ScriptAnswer,
     Verified,
     build_ad,
@@ -38,6 +35,8 @@ from condor_vmsubmit.discover import (
     keepable,
     verified,
 )
+from condor_vmsubmit.discover.probes import ProbeCache
+from condor_vmsubmit.discover.run import DEFAULT_TIMEOUT
 from condor_vmsubmit.kvmprobe import ProbeResult
 
 from libvirt_session import QEMU, kernel_banner_under, parse_cron, run_discover, session_libvirtd, string_list
@@ -357,7 +356,7 @@ def test_the_default_uri_works_for_whoever_runs_it(state_dir: Path) -> None:
         first = parse_cron(run_discover("--state-dir", str(state), "--timeout", "90").stdout)
         ad = parse_cron(run_discover("--state-dir", str(state)).stdout)
     finally:
-        pidfile = state / "runtime" / "libvirt" / "libvirtd.pid"
+        pidfile = state / "run" / "libvirt" / "libvirtd.pid"
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
     assert first == ad
@@ -393,7 +392,7 @@ def test_knobs_mean_the_same_to_discovery_and_to_the_policy(uri: str, state_dir:
 
 
 def _stop_daemon(state: Path) -> None:
-    pidfile = state / "runtime" / "libvirt" / "libvirtd.pid"
+    pidfile = state / "run" / "libvirt" / "libvirtd.pid"
     if pidfile.exists():
         os.kill(int(pidfile.read_text()), signal.SIGTERM)
 

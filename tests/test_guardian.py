@@ -15,10 +15,11 @@ import pytest
 
 from condor_vmsubmit.runner import guard
 from condor_vmsubmit.runner.session import Session
+from condor_vmsubmit.session_daemon import LIBVIRTD
 
 from guest import descendants, wait_for
 
-pytestmark = pytest.mark.skipif(not (Path(guard.LIBVIRTD).exists() and Path("/usr/bin/qemu-system-x86_64").exists()),
+pytestmark = pytest.mark.skipif(not (Path(LIBVIRTD).exists() and Path("/usr/bin/qemu-system-x86_64").exists()),
                                 reason="libvirtd or QEMU is not installed (scripts/test installs them)")
 
 # With the daemon on whichever CPU the scheduler picks, 5 reuses in a row happen 1 time in 32 on 2 CPUs.
@@ -40,7 +41,7 @@ def use_session(state: Path) -> dict[str, int]:
 
 def guardian_daemon(guardian_pid: int) -> int:
     """The libvirtd the guardian started."""
-    daemons = [pid for pid in descendants(guardian_pid) if os.path.realpath(f"/proc/{pid}/exe") == guard.LIBVIRTD]
+    daemons = [pid for pid in descendants(guardian_pid) if os.path.realpath(f"/proc/{pid}/exe") == LIBVIRTD]
     assert len(daemons) == 1, daemons
     return daemons[0]
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from condor_vmsubmit import __version__
+from condor_vmsubmit.attributes import HYPERVISOR_FACTS, NODE_ATTRIBUTES
 from condor_vmsubmit.checks import knobs, safety
 from condor_vmsubmit.config import digest
-from condor_vmsubmit.discover import (
-    HYPERVISOR_FACTS,
-    NODE_ATTRIBUTES,
+from condor_vmsubmit.discover.ad import (
     LibvirtAnswer,
     Observations,
     ScriptAnswer,

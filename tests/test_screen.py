@@ -21,7 +21,7 @@ from PIL import Image
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.checks.safety import check_domain
 from condor_vmsubmit.control.locate import find_runner
-from condor_vmsubmit.discover import Observations, build_ad
+from condor_vmsubmit.discover.ad import Observations, build_ad
 from condor_vmsubmit.domain.render import render_spec, replay_domain
 from condor_vmsubmit.domain.sandbox import Sandbox
 from condor_vmsubmit.runner.screen import (

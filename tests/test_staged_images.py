@@ -20,7 +20,7 @@ from test_matchmaking import machine_ad, matches
 
 from condor_vmsubmit import jobcontract
 from condor_vmsubmit.checks.safety import check_domain
-from condor_vmsubmit.discover import Observations, build_ad
+from condor_vmsubmit.discover.ad import Observations, build_ad
 from condor_vmsubmit.domain.render import replay_domain
 from condor_vmsubmit.domain.sandbox import Sandbox
 from condor_vmsubmit.errors import InputError

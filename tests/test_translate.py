@@ -1,4 +1,4 @@
-"""translate.py: the runner and stock VM universe targets on the shipped examples."""
+"""translate/: the runner and stock VM universe targets on the shipped examples."""
 
 from __future__ import annotations
 

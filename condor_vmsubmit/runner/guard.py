@@ -40,15 +40,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import VMSubmitError
+from ..session_daemon import libvirtd_command, make_folders, session_environment, socket_path, uri
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NAME = 15
 PROCESS_NAME = "condor_vm_guard"  # what ps shows (15 bytes at most)
 POLL_SECONDS = 0.1
 STARTUP_POLL_SECONDS = 0.005
-LIBVIRTD = "/usr/sbin/libvirtd"
-# As root, libvirtd runs in a user namespace as this uid so that it is a session daemon.
-NAMESPACE_UID = 1000
 QEMU_DRIVER = "libvirt_driver_qemu.so"
 ALL_DRIVERS_FLAG = "--all-drivers"
 SOCKET_WAIT_SECONDS = 30.0
@@ -59,13 +57,6 @@ _DEEPEST_SOCKET = "config/libvirt/qemu/channel/target/domain-999-cvm-0123456789/
 
 class SessionError(VMSubmitError):
     """The per-job libvirt session could not be started."""
-
-
-def session_environment(state_dir: Path) -> dict[str, str]:
-    """The environment of a session libvirtd keeping everything in ``state_dir``."""
-    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(state_dir),
-            "XDG_RUNTIME_DIR": str(state_dir / "run"), "XDG_CONFIG_HOME": str(state_dir / "config"),
-            "XDG_CACHE_HOME": str(state_dir / "cache"), "LANG": "C"}
 
 
 def system_driver_dir() -> Path | None:
@@ -96,21 +87,6 @@ def qemu_driver_only(state_dir: Path) -> dict[str, str]:
     return {"LIBVIRT_DRIVER_DIR": str(folder)}
 
 
-def libvirtd_command() -> list[str]:
-    """``libvirtd``, wrapped in a user namespace when we are root."""
-    if os.geteuid() != 0:
-        return [LIBVIRTD]
-    return ["unshare", "--user", f"--map-user={NAMESPACE_UID}", f"--map-group={NAMESPACE_UID}", LIBVIRTD]
-
-
-def socket_path(state_dir: Path) -> Path:
-    return state_dir / "run" / "libvirt" / "libvirt-sock"
-
-
-def uri(state_dir: Path) -> str:
-    return f"qemu:///session?socket={socket_path(state_dir)}"
-
-
 def state_folder(sandbox_state: Path) -> Path:
     """Where the session keeps its files: the sandbox's own folder, unless its socket paths
     would be too long for UNIX sockets; then a short private folder in /tmp (the guardian
@@ -134,8 +110,7 @@ class GuardianProcess:
         try:
             self.state_dir = state_folder(sandbox_state)
             self.state_dir.mkdir(mode=0o700, exist_ok=True)
-            for folder in ("run", "config", "cache"):
-                (self.state_dir / folder).mkdir(mode=0o700, exist_ok=True)
+            make_folders(self.state_dir)
         except OSError as exc:
             raise SessionError(f"cannot make the per-job libvirt session's folder: {exc.strerror}",
                                path=exc.filename) from None

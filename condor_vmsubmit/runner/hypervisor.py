@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from ..attributes import VM_HYPERVISORS
 from ..classads import hypervisor_names, script_managed
 from .guard import node_cache
 from .job import Job
@@ -38,7 +39,7 @@ def kvm_usable(machine_ad_hypervisors: list[str] | None) -> bool:
 
 def hypervisors_in_ad(job: Job) -> list[str] | None:
     """The hypervisors discovery advertises in the machine ad (``VM_HYPERVISORS``), None without it."""
-    value = job.machine_ad.get("VM_HYPERVISORS")
+    value = job.machine_ad.get(VM_HYPERVISORS.name)
     return [str(v) for v in value] if isinstance(value, list) else None
 
 

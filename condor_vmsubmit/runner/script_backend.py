@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import jobcontract
+from ..attributes import JOB_HYPERVISOR
 from ..checks import knobs
 from ..domain.sandbox import Sandbox
 from ..errors import InputError
@@ -59,7 +60,7 @@ class ScriptBackend:
 
     def prepare(self, job: Job, reporter: Reporter) -> None:
         """Our verification, then the script's ``verify``; a job ad the script modified is reported."""
-        hypervisor = job.spec.hypervisor or str(job.job_ad.get("VM_HYPERVISOR", ""))
+        hypervisor = job.spec.hypervisor or str(job.job_ad.get(JOB_HYPERVISOR, ""))
         if self.script_dir is None:
             raise Stop(Outcome(jobcontract.EXIT_MISMATCH,
                                f"script-managed hypervisor '{hypervisor}' asked for, but {knobs.SCRIPT_DIR.name} "

@@ -62,23 +62,35 @@ class ActionResult:
 
 
 def find_script(hypervisor: str, script_dir: Path) -> Path:
-    """The admin's script for ``hypervisor``; refuse names and files a user could have planted.
-
-    The name must be a plain word, and the file a regular executable that is not writable by
-    group or others.
-    """
+    """The admin's script for ``hypervisor``; refuse names and files a user could have planted
+    (:func:`script_refusal`)."""
     if not _NAME.match(hypervisor):
         raise InputError(f"'{hypervisor}' is not a valid script-managed hypervisor name")
     script = script_dir / hypervisor
     try:
-        info = script.stat()
+        script.stat()
     except OSError:
         raise InputError(f"no script for hypervisor '{hypervisor}' in {script_dir}") from None
-    if not stat.S_ISREG(info.st_mode) or not os.access(script, os.X_OK):
-        raise InputError(f"{script} is not an executable file")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise InputError(f"{script} is writable by group or others; refusing to run it")
+    reason = script_refusal(script)
+    if reason:
+        raise InputError(f"{script} is {reason}")
     return script
+
+
+def script_refusal(script: Path) -> str | None:
+    """Why ``script`` may not act as a hypervisor, or None: its name must be a plain word, and the
+    file a regular executable that is not writable by group or others."""
+    if not _NAME.match(script.name):
+        return "not a hypervisor name (lower-case letters, digits, '-' and '_')"
+    try:
+        info = script.stat()
+    except OSError as error:
+        return f"cannot stat: {error.strerror}"
+    if not stat.S_ISREG(info.st_mode) or not os.access(script, os.X_OK):
+        return "not an executable file"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "writable by group or others; refusing to run it"
+    return None
 
 
 def script_environment(sandbox: Path, spec_file: Path) -> dict[str, str]:
