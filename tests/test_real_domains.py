@@ -39,7 +39,8 @@ KINDS = [(name, kind) for name in COMBINATIONS for kind in ("virt-install", "def
 def run_local(xml: Path, timeout: float = 240) -> tuple[int, str, float]:
     started = time.monotonic()
     process = subprocess.run([sys.executable, "-c", "from condor_vmsubmit.cli.libvirt_submit import main; main()",
-                              str(xml), "--local"], check=False, capture_output=True, text=True, timeout=timeout)
+                              str(xml), "--local"], check=False, capture_output=True, text=True, timeout=timeout,
+                             cwd=xml.parent)  # --local brings a last screen back into the working folder
     # rich wraps the warnings at the terminal's width: one space for any run of white space
     return process.returncode, " ".join((process.stdout + process.stderr).split()), time.monotonic() - started
 

@@ -28,7 +28,7 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def frontend(example: Path, script: str) -> subprocess.Popen:
     guest_builder().write_job_disk(example / "job.img", script)
     return subprocess.Popen([sys.executable, "-c", "from condor_vmsubmit.cli.libvirt_submit import main; main()",
-                             str(example / "domain.xml"), "--local"],
+                             str(example / "domain.xml"), "--local"], cwd=example,  # where a last screen comes back
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
