@@ -47,17 +47,19 @@ from condor_vmsubmit.domain.sandbox import Sandbox  # noqa: E402
 from condor_vmsubmit.runner import guard  # noqa: E402
 from condor_vmsubmit.spec import VMSpec  # noqa: E402
 
-from guest import counts, guest_builder, guest_spec, make_sandbox, start_runner  # noqa: E402
+from guest import configure_node, counts, guest_builder, guest_spec, make_sandbox, start_runner  # noqa: E402
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo count=$i; sleep 0.1; done"
 BASE_MEMORY_MIB = 128
 TIMEOUT = 600.0  # a 2 GiB guest filling its memory under TCG takes a while
 
 
-def wait(condition, what: str) -> float:
-    """Seconds until ``condition`` holds (polled every 10 ms)."""
+def wait(condition, what: str, runner: subprocess.Popen | None = None) -> float:
+    """Seconds until ``condition`` holds (polled every 10 ms); stops the bench if ``runner`` exits first."""
     start = time.monotonic()
     while not condition():
+        if runner is not None and runner.poll() is not None:
+            raise SystemExit(f"bench: the runner exited {runner.returncode} before {what}: {runner.stderr.read()}")
         if time.monotonic() - start > TIMEOUT:
             raise SystemExit(f"bench: timed out waiting for {what}")
         time.sleep(0.01)
@@ -112,6 +114,7 @@ class Workload:
         slot_mib = jobcontract.request_memory_mib(self.spec.memory_bytes)  # a slot the guest fits in
         (sandbox / "machine.ad").write_text(f'Memory = {max(slot_mib, 2048)}\nCpus = 2\n'
                                             'VM_HYPERVISORS = { "qemu" }\n')
+        configure_node(sandbox)  # the runner holds a job whose machine ad names no node configuration
         return sandbox
 
 
@@ -133,8 +136,8 @@ class Times:
 def runner_round(guest_dir: Path, workload: Workload, n: int) -> Times:
     sandbox = workload.sandbox(guest_dir, f"900.{n}")
     runner = start_runner(sandbox)
-    boot = wait(console_has_text(sandbox), "the runner's guest")
-    wait(lambda: len(counts(sandbox)) >= 3, "counting")
+    boot = wait(console_has_text(sandbox), "the runner's guest", runner)
+    wait(lambda: len(counts(sandbox)) >= 3, "counting", runner)
     start = time.monotonic()
     runner.send_signal(signal.SIGTERM)
     runner.wait()
