@@ -37,10 +37,13 @@ KINDS = [(name, kind) for name in COMBINATIONS for kind in ("virt-install", "def
 
 
 def run_local(xml: Path, timeout: float = 240) -> tuple[int, str, float]:
+    """Run ``xml`` with ``--local`` as on a host without HTCondor: a pool's configuration on this
+    host would bring its admin's policy (``VMSUBMIT_MAX_VCPUS = 8`` refuses the overcommit domain)."""
     started = time.monotonic()
     process = subprocess.run([sys.executable, "-c", "from condor_vmsubmit.cli.libvirt_submit import main; main()",
                               str(xml), "--local"], check=False, capture_output=True, text=True, timeout=timeout,
-                             cwd=xml.parent)  # --local brings a last screen back into the working folder
+                             cwd=xml.parent,  # --local brings a last screen back into the working folder
+                             env={**os.environ, "CONDOR_CONFIG": os.devnull})
     # rich wraps the warnings at the terminal's width: one space for any run of white space
     return process.returncode, " ".join((process.stdout + process.stderr).split()), time.monotonic() - started
 
