@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -25,11 +26,13 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def frontend(example: Path, script: str) -> subprocess.Popen:
+def frontend(example: Path, script: str, condor_config: Path | str = os.devnull) -> subprocess.Popen:
+    """``--local`` on the example, reading ``condor_config`` (by default none, as on a host without HTCondor)."""
     guest_builder().write_job_disk(example / "job.img", script)
     return subprocess.Popen([sys.executable, "-c", "from condor_vmsubmit.cli.libvirt_submit import main; main()",
                              str(example / "domain.xml"), "--local"], cwd=example,  # where a last screen comes back
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "CONDOR_CONFIG": str(condor_config)})
 
 
 def local_sandboxes() -> set[str]:
@@ -44,6 +47,15 @@ def test_local_run_streams_the_console_and_passes_the_exit_status(example):
     assert "streamed to the terminal" in output
     assert "guest exited with status 6" in output
     assert local_sandboxes() == before
+
+
+def test_local_run_applies_this_machines_policy(example, tmp_path):
+    config = tmp_path / "condor_config"
+    config.write_text("VMSUBMIT_MAX_MEMORY_MB = 64\n")  # the example guest has 128 MiB
+    process = frontend(example, "exit 0", condor_config=config)
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == 110, output
+    assert "exceeds the admin's limit of 64 MiB (VMSUBMIT_MAX_MEMORY_MB)" in " ".join(output.split())
 
 
 def test_ctrl_c_destroys_the_guest_and_removes_the_sandbox(example):
